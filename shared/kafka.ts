@@ -59,7 +59,7 @@ export function createKafka(config: KafkaConnectionConfig, logger: Logger, setti
   let sasl: SASLOptions | undefined;
   if (config.sasl) {
     const password = resolveSecret(config.sasl.password, `${settingPath}.sasl.password`) ?? '';
-    sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password } as SASLOptions;
+    sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password };
   }
   const kafkaConfig: KafkaConfig = {
     clientId: config.clientId,

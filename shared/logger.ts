@@ -61,17 +61,21 @@ export function createLogger(options: LoggerOptions): Logger {
 
 /** Deep copy with every value under a secret-looking key replaced, and credentials stripped from URLs. */
 export function redactSecrets<T>(value: T): T {
-  return redactValue(value, 0) as T;
+  return redactValue(value, 0, false) as T;
 }
 
-function redactValue(value: unknown, depth: number): unknown {
+/** Inside a secret setting (`password: { value, file }`), the value is hidden and the file path kept. */
+function redactValue(value: unknown, depth: number, inSecret: boolean): unknown {
   if (depth > 12) return value;
   if (typeof value === 'string') return redactUrlCredentials(value);
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1, false));
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
-      out[k] = SECRET_KEY.test(k) && v !== undefined && v !== null && v !== '' ? REDACTED : redactValue(v, depth + 1);
+      const secret = SECRET_KEY.test(k) || (inSecret && k === 'value');
+      if (!secret || v === undefined || v === null || v === '') out[k] = redactValue(v, depth + 1, false);
+      else if (typeof v === 'object' && !Array.isArray(v)) out[k] = redactValue(v, depth + 1, true);
+      else out[k] = REDACTED;
     }
     return out;
   }

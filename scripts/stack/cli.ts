@@ -146,6 +146,8 @@ function progress(message: string): void {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The machine runs Node 20; the AWS SDK's notice about its future Node 22 floor is noise here.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const [command, ...rest] = argv;
   const paths = stackPaths();
   switch (command) {

@@ -1,0 +1,80 @@
+/**
+ * What integration tests need from the stack: its endpoints, connection configs for the project's
+ * own client wrappers, unique resource names, and waiting for a condition with a deadline.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describeError } from '../../shared/errors.js';
+import { readEndpoints, type StackEndpoints } from '../../scripts/stack/endpoints.js';
+import { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from '../../shared/elasticsearch.js';
+import { kafkaConnectionSchema, type KafkaConnectionConfig } from '../../shared/kafka.js';
+import { kubernetesConnectionSchema, type KubernetesConnectionConfig } from '../../shared/kube.js';
+import { createLogger, type Logger, type LogLevel } from '../../shared/logger.js';
+import { s3ConnectionSchema, type S3ConnectionConfig } from '../../shared/s3.js';
+
+let cached: StackEndpoints | undefined;
+
+export function stack(): StackEndpoints {
+  cached ??= readEndpoints();
+  return cached;
+}
+
+export function kafkaConfig(overrides: Partial<KafkaConnectionConfig> = {}): KafkaConnectionConfig {
+  return kafkaConnectionSchema.parse({ brokers: stack().kafka.brokers, clientId: 'logship-test', ...overrides });
+}
+
+export function s3Config(): S3ConnectionConfig & { bucket: string } {
+  const s3 = stack().s3;
+  const config = s3ConnectionSchema.parse({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: { value: readFileSync(s3.secretAccessKeyFile, 'utf8').trim() },
+  });
+  return { ...config, bucket: s3.bucket };
+}
+
+export function elasticsearchConfig(): ElasticsearchConnectionConfig {
+  return elasticsearchConnectionSchema.parse({ nodes: [stack().elasticsearch.url] });
+}
+
+export function kubernetesConfig(): KubernetesConnectionConfig {
+  return kubernetesConnectionSchema.parse({ kubeconfig: stack().kubernetes.kubeconfig });
+}
+
+/** A name no other test run uses: lower-case, DNS-label safe. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+/** A logger for tests: silent unless LOG_LEVEL is set. */
+export function testLogger(): Logger {
+  const level = process.env.LOG_LEVEL as LogLevel | undefined;
+  return level === undefined || level === 'silent'
+    ? createLogger({ name: 'test', level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) })
+    : createLogger({ name: 'test', level, destination: 2 });
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined/false, or throws after `timeoutMs` with
+ * the description and the last value seen.
+ */
+export async function waitFor<T>(description: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${description}${lastError === undefined ? '' : `: ${describeError(lastError)}`}`);
+    }
+    await sleep(intervalMs);
+  }
+}

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { EXIT_CONFIG, parseCli } from '../../shared/cli.js';
+import { secretSchema } from '../../shared/secrets.js';
+
+const schema = z.strictObject({
+  port: z.number().int().min(1).max(65535).default(9102),
+  brokers: z.array(z.string()).min(1),
+  password: secretSchema.optional(),
+});
+
+function capture(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  let text = '';
+  stream.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  return { stream, text: () => text };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'logship-cli-'));
+
+describe('parseCli', () => {
+  it('returns the validated config for a good file', () => {
+    const file = join(dir, 'good.yaml');
+    writeFileSync(file, 'brokers: [k:9092]\n');
+    const outcome = parseCli({ binary: 'logship-test', schema, argv: ['--config', file], env: {} });
+    assert.deepEqual(outcome, { kind: 'run', config: { port: 9102, brokers: ['k:9092'] }, configFile: file });
+  });
+
+  it('exits non-zero on a bad config, listing every problem', () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'port: 70000\nbrokers: []\ncolour: blue\n');
+    const err = capture();
+    const outcome = parseCli({ binary: 'logship-test', schema, argv: ['--config', file], env: { LOGSHIP_PASSWORD__VALU: 'x' }, stderr: err.stream });
+    assert.deepEqual(outcome, { kind: 'exit', code: EXIT_CONFIG });
+    const text = err.text();
+    assert.match(text, /4 problems/);
+    for (const path of ['port', 'brokers', 'colour', 'password.valu']) assert.match(text, new RegExp(`- ${path.replace('.', '\\.')}: `));
+    assert.match(text, /from LOGSHIP_PASSWORD__VALU/);
+  });
+
+  it('rejects unknown flags with usage', () => {
+    const err = capture();
+    const outcome = parseCli({ binary: 'logship-test', schema, argv: ['--confg', 'x'], env: {}, stderr: err.stream });
+    assert.deepEqual(outcome, { kind: 'exit', code: EXIT_CONFIG });
+    assert.match(err.text(), /usage: logship-test --config/);
+  });
+
+  it('prints the effective config with secrets redacted', () => {
+    const file = join(dir, 'secret.yaml');
+    writeFileSync(file, 'brokers: [k:9092]\n');
+    const out = capture();
+    const outcome = parseCli({ binary: 'logship-test', schema, argv: ['-c', file, '--print-config'], env: { LOGSHIP_PASSWORD__VALUE: 'hunter2' }, stdout: out.stream });
+    assert.deepEqual(outcome, { kind: 'exit', code: 0 });
+    assert.doesNotMatch(out.text(), /hunter2/);
+    assert.deepEqual(JSON.parse(out.text()), { port: 9102, brokers: ['k:9092'], password: { value: '[redacted]' } });
+  });
+});
