@@ -26,10 +26,10 @@ describe('logger', () => {
     );
     const text = JSON.stringify(out.lines());
     for (const secret of ['p-one', 'p-two', 'p-three', 'p-four']) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
-    const [line] = out.lines();
-    assert.equal(line?.level, 'info');
-    assert.equal(line?.msg, 'connecting');
-    assert.equal(line?.name, 'test');
+    assert.deepEqual(
+      out.lines().map((l) => [l.level, l.msg, l.name]),
+      [['info', 'connecting', 'test']],
+    );
   });
 
   it('redactSecrets hides secret values at any depth and keeps secret file paths', () => {
