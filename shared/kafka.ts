@@ -8,8 +8,8 @@ import { csvList } from './config.js';
 import type { Logger } from './logger.js';
 import { readTlsFile, resolveSecret, secretSchema } from './secrets.js';
 
-export const kafkaConnectionSchema = z
-  .strictObject({
+/** The connection settings as a field set, so a binary can extend them with its own (producer, consumer). */
+export const kafkaConnectionFields = {
     brokers: csvList(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).pipe(z.array(z.string()).min(1, 'at least one broker is required')).describe('Bootstrap brokers, host:port.'),
     clientId: z.string().min(1).default('logship').describe('Client id sent to the brokers (shows in broker logs and quotas).'),
     connectionTimeoutMs: z.number().int().min(100).default(10_000).describe('Time to establish a broker connection.'),
@@ -33,17 +33,23 @@ export const kafkaConnectionSchema = z
       })
       .optional()
       .describe('SASL authentication; off when absent.'),
-  })
-  .superRefine((c, ctx) => {
-    if ((c.tls.certFile === undefined) !== (c.tls.keyFile === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['tls', c.tls.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' });
-    }
-    if (c.sasl && c.sasl.password.value === undefined && c.sasl.password.file === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['sasl', 'password'], message: 'a SASL password is required (value or file)' });
-    }
-  });
+};
 
-export type KafkaConnectionConfig = z.output<typeof kafkaConnectionSchema>;
+type KafkaConnectionShape = z.output<z.ZodObject<typeof kafkaConnectionFields>>;
+
+/** Cross-field rules of the connection settings; apply with `.superRefine` wherever the fields are used. */
+export function checkKafkaConnection(c: KafkaConnectionShape, ctx: z.RefinementCtx): void {
+  if ((c.tls.certFile === undefined) !== (c.tls.keyFile === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['tls', c.tls.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' });
+  }
+  if (c.sasl && c.sasl.password.value === undefined && c.sasl.password.file === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['sasl', 'password'], message: 'a SASL password is required (value or file)' });
+  }
+}
+
+export const kafkaConnectionSchema = z.strictObject(kafkaConnectionFields).superRefine(checkKafkaConnection);
+
+export type KafkaConnectionConfig = KafkaConnectionShape;
 
 export function createKafka(config: KafkaConnectionConfig, logger: Logger, settingPath = 'kafka'): Kafka {
   const kafkaLogger = logger.child({ component: 'kafkajs' });

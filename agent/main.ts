@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+/** `logship-agent --config <file>`: tails this node's pod logs into Kafka. */
+import { parseCli } from '../shared/cli.js';
+import { describeError } from '../shared/errors.js';
+import { createLogger } from '../shared/logger.js';
+import { ShutdownCoordinator } from '../shared/shutdown.js';
+import { agentConfigSchema } from './config.js';
+import { startAgent } from './pipeline.js';
+
+const outcome = parseCli({ binary: 'logship-agent', schema: agentConfigSchema });
+if (outcome.kind === 'exit') {
+  process.exitCode = outcome.code;
+} else {
+  const config = outcome.config;
+  const logger = createLogger({ name: 'logship-agent', level: config.logLevel, base: { node: config.nodeName } });
+  const shutdown = new ShutdownCoordinator({ deadlineMs: config.shutdown.timeoutMs, logger }).installSignalHandlers();
+  startAgent(config, logger, shutdown).catch(async (error: unknown) => {
+    logger.fatal({ err: error }, `agent failed to start: ${describeError(error)}`);
+    const result = await shutdown.shutdown('start-up failure');
+    process.exit(result.exitCode || 1);
+  });
+}

@@ -1,0 +1,106 @@
+/**
+ * The agent's Prometheus metrics. The hot path bumps plain counters (TailCounters); they are turned
+ * into prom-client metrics at scrape time, so shipping a line costs no metric-library call.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { ERROR_REASONS, type ErrorReason } from './tail-manager.js';
+import type { TailCounters } from './tailed-file.js';
+
+export interface AgentMetricSources {
+  counters: TailCounters;
+  trackedFiles: () => number;
+  openFiles: () => number;
+  unshippedBytes: () => number;
+  bufferedBytes: () => number;
+  lastCheckpointMs: () => number | undefined;
+  producer: () => { messagesAcked: number; bytesAcked: number; sendFailures: number };
+}
+
+export class AgentMetrics {
+  readonly errors: Counter<'reason'>;
+  readonly backpressureSeconds: Counter;
+
+  constructor(registry: Registry, sources: AgentMetricSources) {
+    const counters = sources.counters;
+    /** A counter whose value is read from a cumulative source at scrape time. */
+    const mirrored = (name: string, help: string, read: () => number): void => {
+      let last = 0;
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const now = read();
+          if (now > last) this.inc(now - last);
+          last = now;
+        },
+      });
+    };
+    mirrored('logship_agent_lines_read_total', 'Physical lines read from log files.', () => counters.linesRead);
+    mirrored('logship_agent_bytes_read_total', 'Bytes read from log files.', () => counters.bytesRead);
+    mirrored('logship_agent_records_produced_total', 'Records handed to the Kafka producer.', () => counters.recordsProduced);
+    mirrored('logship_agent_records_excluded_total', 'Records dropped because their pod or container is excluded by annotation.', () => counters.recordsExcluded);
+    mirrored('logship_agent_kafka_messages_acked_total', 'Kafka messages (each holding one or more records) acknowledged by the brokers.', () => sources.producer().messagesAcked);
+    mirrored('logship_agent_kafka_bytes_acked_total', 'Record bytes acknowledged by the brokers (before compression).', () => sources.producer().bytesAcked);
+
+    let lastHits = 0;
+    let lastFallbacks = 0;
+    new Counter({
+      name: 'logship_agent_metadata_lookups_total',
+      help: 'Records by where their Kubernetes metadata came from: hit (pod watcher) or fallback (file path only).',
+      labelNames: ['result'],
+      registers: [registry],
+      collect() {
+        this.inc({ result: 'hit' }, counters.metadataHits - lastHits);
+        this.inc({ result: 'fallback' }, counters.metadataFallbacks - lastFallbacks);
+        lastHits = counters.metadataHits;
+        lastFallbacks = counters.metadataFallbacks;
+      },
+    });
+
+    this.errors = new Counter({ name: 'logship_agent_errors_total', help: 'Problems by reason (a fixed set).', labelNames: ['reason'], registers: [registry] });
+    for (const reason of ERROR_REASONS) this.errors.inc({ reason }, 0);
+    const fromAssembler: [ErrorReason, () => number][] = [
+      ['unparsed', () => counters.unparsed],
+      ['truncated', () => counters.truncated + counters.recordsTruncatedToFit],
+      ['invalid_utf8', () => counters.invalidUtf8],
+      ['kafka_send', () => sources.producer().sendFailures],
+    ];
+    const lastSeen = new Map<ErrorReason, number>();
+    const errors = this.errors;
+    new Gauge({
+      name: 'logship_agent_files_tracked',
+      help: 'Log files followed (open, waiting for a descriptor, or draining after rotation).',
+      registers: [registry],
+      collect() {
+        this.set(sources.trackedFiles());
+        for (const [reason, read] of fromAssembler) {
+          const now = read();
+          const delta = now - (lastSeen.get(reason) ?? 0);
+          if (delta > 0) errors.inc({ reason }, delta);
+          lastSeen.set(reason, now);
+        }
+      },
+    });
+    new Gauge({ name: 'logship_agent_files_open', help: 'File descriptors held.', registers: [registry], collect() { this.set(sources.openFiles()); } });
+    new Gauge({
+      name: 'logship_agent_unshipped_bytes',
+      help: 'Bytes written to tracked log files and not yet acknowledged by Kafka (sum over files).',
+      registers: [registry],
+      collect() {
+        this.set(sources.unshippedBytes());
+      },
+    });
+    new Gauge({ name: 'logship_agent_producer_buffered_bytes', help: 'Bytes queued or in flight to Kafka.', registers: [registry], collect() { this.set(sources.bufferedBytes()); } });
+    new Gauge({
+      name: 'logship_agent_checkpoint_age_seconds',
+      help: 'Seconds since checkpoints were last written durably.',
+      registers: [registry],
+      collect() {
+        const last = sources.lastCheckpointMs();
+        this.set(last === undefined ? 0 : (Date.now() - last) / 1000);
+      },
+    });
+    this.backpressureSeconds = new Counter({ name: 'logship_agent_backpressure_seconds_total', help: 'Time reading waited for the producer to drain.', registers: [registry] });
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Wires the agent: discover → tail → parse → enrich → produce, with checkpoints behind the producer's
+ * acknowledgements, metrics, health, and an ordered shutdown. Components never reach into each other;
+ * this file is the only place that knows them all.
+ */
+import picomatch from 'picomatch';
+import { createKafka } from '../shared/kafka.js';
+import { createKubeClients } from '../shared/kube.js';
+import { RateLimitedLog, type Logger } from '../shared/logger.js';
+import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
+import { ShutdownCoordinator } from '../shared/shutdown.js';
+import { CheckpointStore } from './checkpoint-store.js';
+import type { AgentConfig } from './config.js';
+import { AgentProducer } from './kafka-producer.js';
+import { AgentMetrics } from './metrics.js';
+import { MULTILINE_PRESETS, type MultilineOptions, type MultilinePreset } from './multiline.js';
+import { ANNOTATION_MULTILINE, PodMetadataCache, PodMetadataStore, type MetadataLookup } from './pod-metadata.js';
+import type { PodLogPath } from './pod-path.js';
+import { TailManager } from './tail-manager.js';
+import { newTailCounters, type TailEnvironment } from './tailed-file.js';
+
+export interface RunningAgent {
+  opsUrl: string;
+  shutdown: ShutdownCoordinator;
+}
+
+/** How long an error reason is logged at most once. */
+const ERROR_LOG_INTERVAL_MS = 30_000;
+
+export async function startAgent(config: AgentConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAgent> {
+  const registry = createMetricsRegistry();
+  const counters = newTailCounters();
+  const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
+
+  const kafka = createKafka(config.kafka, logger);
+  const producer = new AgentProducer(kafka, config.kafka, logger.child({ component: 'producer' }));
+
+  let podStore: PodMetadataStore | undefined;
+  let lookupMetadata: (path: PodLogPath) => MetadataLookup;
+  let annotation: (podUid: string, key: string) => string | undefined;
+  if (config.kubernetes.enabled) {
+    podStore = new PodMetadataStore(createKubeClients(config.kubernetes), {
+      nodeName: config.nodeName,
+      cluster: config.cluster,
+      deletedPodGraceMs: config.kubernetes.deletedPodGraceMs,
+      logger: logger.child({ component: 'pod-metadata' }),
+    });
+    const store = podStore;
+    lookupMetadata = (path) => store.lookup(path);
+    annotation = (uid, key) => store.annotation(uid, key);
+  } else {
+    const pathOnly = new PodMetadataCache({ nodeName: config.nodeName, cluster: config.cluster, deletedPodGraceMs: 0 });
+    lookupMetadata = (path) => pathOnly.lookup(path);
+    annotation = () => undefined;
+  }
+
+  const env: TailEnvironment = {
+    settings: {
+      cluster: config.cluster,
+      node: config.nodeName,
+      format: config.parse.format,
+      maxLineBytes: config.parse.maxLineBytes,
+      maxMessageBytes: config.kafka.maxMessageBytes,
+      maxRecordsPerMessage: config.kafka.maxRecordsPerMessage,
+      rotateWaitMs: config.files.rotateWaitMs,
+    },
+    producer,
+    logger,
+    lookupMetadata,
+    topicFor: topicRenderer(config.kafka.topicTemplate, config.cluster),
+    multilineFor: multilineResolver(config, annotation),
+    counters,
+  };
+
+  // Metric sources are read at scrape time, after everything below exists.
+  const metrics = new AgentMetrics(registry, {
+    counters,
+    trackedFiles: () => tails.trackedFiles,
+    openFiles: () => tails.openFiles,
+    unshippedBytes: () => tails.unshippedBytes(),
+    bufferedBytes: () => producer.bufferedBytes,
+    lastCheckpointMs: () => checkpoints.lastWrittenAtMs,
+    producer: () => producer.stats,
+  });
+  const checkpoints = await CheckpointStore.open(config.checkpoints.dir, logger.child({ component: 'checkpoints' }));
+  const tails = new TailManager(
+    env,
+    checkpoints,
+    {
+      root: config.files.root,
+      include: config.files.include,
+      exclude: config.files.exclude,
+      namespaces: config.files.namespaces,
+      startAt: config.files.startAt,
+      readBufferBytes: config.files.readBufferBytes,
+      maxOpenFiles: config.files.maxOpenFiles,
+      pollIntervalMs: config.files.pollIntervalMs,
+      rescanIntervalMs: config.files.rescanIntervalMs,
+      checkpointIntervalMs: config.checkpoints.intervalMs,
+      orphanCheckpointTtlMs: config.checkpoints.orphanTtlMs,
+    },
+    {
+      onError: (reason, error, context) => {
+        metrics.errors.inc({ reason });
+        errorLog.warn(reason, { ...context, err: error }, `agent error: ${reason}`);
+      },
+      onBackpressure: (waitedMs) => metrics.backpressureSeconds.inc(waitedMs / 1000),
+      onCheckpointWritten: () => undefined,
+    },
+    logger.child({ component: 'tail' }),
+  );
+  // Shutdown order: stop reading → flush the producer → final checkpoints → close the rest.
+  shutdown
+    .register('stop reading', () => tails.stopReading())
+    .register('flush producer', (signal) => producer.close(signal))
+    .register('write checkpoints', () => tails.close())
+    .register('stop pod watcher', () => podStore?.close());
+
+  const ops = await startOpsServer({
+    host: config.ops.host,
+    port: config.ops.port,
+    registry,
+    logger,
+    readiness: {
+      kafka: () => producer.isConnected,
+      firstScan: () => tails.firstScanDone,
+    },
+  });
+  shutdown.register('stop ops server', () => ops.close());
+  podStore?.start();
+  await producer.connect();
+  await tails.start();
+  logger.info({ root: config.files.root, files: tails.trackedFiles, node: config.nodeName, cluster: config.cluster }, 'agent started');
+  return { opsUrl: ops.url, shutdown };
+}
+
+/** `logs.{cluster}.{namespace}` → a function of the file's pod, memoised per namespace. */
+export function topicRenderer(template: string, cluster: string): (path: PodLogPath) => string {
+  const cache = new Map<string, string>();
+  return (path) => {
+    let topic = cache.get(path.namespace);
+    if (topic === undefined) {
+      topic = template.replaceAll('{cluster}', cluster).replaceAll('{namespace}', path.namespace);
+      cache.set(path.namespace, topic);
+    }
+    return topic;
+  };
+}
+
+/** Multiline rules: the config's per-container globs first, then the pod's annotation. */
+function multilineResolver(config: AgentConfig, annotation: (podUid: string, key: string) => string | undefined): (path: PodLogPath) => MultilineOptions | undefined {
+  const { maxLines, maxBytes, timeoutMs, containers } = config.parse.multiline;
+  const rules = Object.entries(containers).map(([glob, rule]) => ({ match: picomatch(glob), rule }));
+  return (path) => {
+    const key = `${path.namespace}/${path.pod}/${path.container}`;
+    const rule = rules.find((r) => r.match(key))?.rule;
+    let startPattern: RegExp | undefined;
+    if (rule?.startPattern !== undefined) startPattern = new RegExp(rule.startPattern);
+    else if (rule?.preset !== undefined) startPattern = MULTILINE_PRESETS[rule.preset].startPattern;
+    else {
+      const preset = annotation(path.podUid, ANNOTATION_MULTILINE);
+      if (preset !== undefined && preset in MULTILINE_PRESETS) startPattern = MULTILINE_PRESETS[preset as MultilinePreset].startPattern;
+    }
+    return startPattern ? { startPattern, maxLines, maxBytes, timeoutMs } : undefined;
+  };
+}

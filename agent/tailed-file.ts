@@ -1,0 +1,391 @@
+/**
+ * One log file being tailed: an open descriptor, a byte offset, and the line assembly state. It reads
+ * in large chunks, splits physical lines, assembles entries (partial merge, multiline), builds records
+ * and hands them to the producer grouped into Kafka messages. It knows the safe checkpoint offset:
+ * nothing before it is unacknowledged or half-assembled.
+ *
+ * Lifecycle: `open` → (`identifying` until the head can be fingerprinted) → `active` → `draining`
+ * (rotated away, deleted, or truncated: read to the end through the descriptor already held) →
+ * `finished` (descriptor closed; waits for its last acknowledgements, then its checkpoint is dropped).
+ */
+import { close, fstat, open, read, constants as fsConstants, type Stats } from 'node:fs';
+import { promisify } from 'node:util';
+import type { Logger } from '../shared/logger.js';
+import { RecordFlag, type KubernetesMetadata } from '../shared/record.js';
+import { fileEventIdPrefix } from './event-id.js';
+import { identifyFile, type FileIdentity } from './file-identity.js';
+import { FileProgress } from './file-progress.js';
+import type { AgentProducer } from './kafka-producer.js';
+import { LineAssembler, type LogEntry, type LogFormat } from './line-assembler.js';
+import { MultilineJoiner, type MultilineOptions } from './multiline.js';
+import type { MetadataLookup } from './pod-metadata.js';
+import type { PodLogPath } from './pod-path.js';
+import { RecordWriter } from './record-writer.js';
+
+const openAsync = promisify(open);
+const fstatAsync = promisify(fstat);
+const readAsync = promisify(read);
+const closeAsync = promisify(close);
+
+export type FilePhase = 'new' | 'identifying' | 'active' | 'draining' | 'finished';
+export type DrainReason = 'rotated' | 'deleted' | 'truncated';
+
+export interface TailSettings {
+  cluster: string;
+  node: string;
+  format: LogFormat;
+  maxLineBytes: number;
+  /** Largest Kafka message value; records are grouped into messages up to this size. */
+  maxMessageBytes: number;
+  maxRecordsPerMessage: number;
+  /** How long a file renamed away (rotated) keeps being read after its last new byte. */
+  rotateWaitMs: number;
+}
+
+/** What a file needs from the rest of the agent. */
+export interface TailEnvironment {
+  settings: TailSettings;
+  producer: AgentProducer;
+  logger: Logger;
+  lookupMetadata: (path: PodLogPath) => MetadataLookup;
+  topicFor: (path: PodLogPath) => string;
+  multilineFor: (path: PodLogPath) => MultilineOptions | undefined;
+  counters: TailCounters;
+}
+
+/** Plain counters the metrics module reads; cheaper than touching prom-client per line. */
+export interface TailCounters {
+  linesRead: number;
+  bytesRead: number;
+  recordsProduced: number;
+  recordsExcluded: number;
+  recordsTruncatedToFit: number;
+  metadataHits: number;
+  metadataFallbacks: number;
+  unparsed: number;
+  truncated: number;
+  invalidUtf8: number;
+}
+
+export function newTailCounters(): TailCounters {
+  return {
+    linesRead: 0,
+    bytesRead: 0,
+    recordsProduced: 0,
+    recordsExcluded: 0,
+    recordsTruncatedToFit: 0,
+    metadataHits: 0,
+    metadataFallbacks: 0,
+    unparsed: 0,
+    truncated: 0,
+    invalidUtf8: 0,
+  };
+}
+
+interface OpenMessage {
+  parts: string[];
+  bytes: number;
+  minStart: number;
+}
+
+const NEWLINE = 10;
+
+export class TailedFile {
+  phase: FilePhase = 'new';
+  fd: number | undefined;
+  identity: FileIdentity | undefined;
+  /** Next byte to read. */
+  readOffset = 0;
+  /** Offset just after the last complete physical line handed on (≤ readOffset). */
+  consumedOffset = 0;
+  /** Size of the file at the last look; with consumedOffset gives the bytes not yet read. */
+  knownSize = 0;
+  drainReason: DrainReason | undefined;
+  /** When a draining file saw new bytes last (ms), to apply rotateWaitMs. */
+  lastGrowthMs = 0;
+  readonly progress = new FileProgress();
+
+  private carry: Buffer[] = [];
+  private carryBytes = 0;
+  /** Physical length of the carried line, including bytes dropped beyond maxLineBytes. */
+  private carryLength = 0;
+  private assembler: LineAssembler;
+  private joiners: { stdout: MultilineJoiner; stderr: MultilineJoiner } | undefined;
+  private writer: RecordWriter | undefined;
+  private writerSource: KubernetesMetadata | undefined;
+  private eventIdPrefix = '';
+  private message: OpenMessage | undefined;
+  private readonly assemblerTotals = { unparsed: 0, truncated: 0, invalidUtf8: 0 };
+
+  constructor(
+    readonly path: string,
+    readonly pod: PodLogPath,
+    private readonly env: TailEnvironment,
+  ) {
+    this.assembler = new LineAssembler({ format: env.settings.format, maxLineBytes: env.settings.maxLineBytes });
+    const multiline = env.multilineFor(pod);
+    if (multiline) this.joiners = { stdout: new MultilineJoiner(multiline), stderr: new MultilineJoiner(multiline) };
+  }
+
+  /** Opens the descriptor (never following a symlink). Throws the fs error on failure. */
+  async open(): Promise<Stats> {
+    this.fd = await openAsync(this.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+    const stats = await fstatAsync(this.fd);
+    if (!stats.isFile()) {
+      await this.closeDescriptor();
+      throw Object.assign(new Error(`${this.path} is not a regular file`), { code: 'ENOTREG' });
+    }
+    this.knownSize = stats.size;
+    this.phase = 'identifying';
+    return stats;
+  }
+
+  /**
+   * Fingerprints the head. Until the file holds a first line (or enough bytes) it stays
+   * `identifying`; then `resumeAt` gives the offset to start from (a checkpoint, 0, or the end).
+   */
+  async identify(resumeAt: (identity: FileIdentity, size: number) => number): Promise<boolean> {
+    if (this.fd === undefined) return false;
+    const stats = await fstatAsync(this.fd);
+    const identity = await identifyFile(this.fd, stats);
+    if (!identity) return false;
+    this.identity = identity;
+    this.eventIdPrefix = fileEventIdPrefix(this.env.settings.cluster, this.env.settings.node, identity.key);
+    const offset = resumeAt(identity, stats.size);
+    this.readOffset = offset;
+    this.consumedOffset = offset;
+    this.knownSize = stats.size;
+    this.phase = 'active';
+    return true;
+  }
+
+  /** Refreshes the known size through the descriptor; detects truncation (copytruncate). */
+  async refreshSize(): Promise<{ size: number; nlink: number; truncated: boolean } | undefined> {
+    if (this.fd === undefined) return undefined;
+    const stats = await fstatAsync(this.fd);
+    const grew = stats.size > this.knownSize;
+    this.knownSize = stats.size;
+    if (grew) this.lastGrowthMs = Date.now();
+    return { size: stats.size, nlink: stats.nlink, truncated: stats.size < this.readOffset };
+  }
+
+  get hasUnreadBytes(): boolean {
+    return this.fd !== undefined && this.knownSize > this.readOffset;
+  }
+
+  /** Bytes written to the file but not yet safely shipped (for the backlog metric). */
+  get unshippedBytes(): number {
+    return Math.max(0, this.knownSize - this.safeOffset());
+  }
+
+  /**
+   * Reads one chunk into `buffer` at the current offset and ships what it completes. Returns the
+   * number of bytes read (0 at end of file).
+   */
+  async readChunk(buffer: Buffer): Promise<number> {
+    if (this.fd === undefined || (this.phase !== 'active' && this.phase !== 'draining')) return 0;
+    const { bytesRead } = await readAsync(this.fd, buffer, 0, buffer.length, this.readOffset);
+    if (bytesRead === 0) return 0;
+    const start = this.readOffset;
+    this.readOffset += bytesRead;
+    if (this.readOffset > this.knownSize) this.knownSize = this.readOffset;
+    this.env.counters.bytesRead += bytesRead;
+    this.processBytes(buffer.subarray(0, bytesRead), start);
+    return bytesRead;
+  }
+
+  /** Emits multi-line events that waited too long for their next line. */
+  tick(): void {
+    if (!this.joiners) return;
+    const expired = [...this.joiners.stdout.flushExpired(), ...this.joiners.stderr.flushExpired()];
+    if (expired.length > 0) {
+      this.ship(expired);
+      this.flushMessage();
+    }
+  }
+
+  beginDrain(reason: DrainReason): void {
+    if (this.phase === 'finished') return;
+    this.phase = 'draining';
+    this.drainReason = reason;
+    this.lastGrowthMs = Date.now();
+  }
+
+  /** A draining file is done once read to the end and (if rotated) quiet for rotateWaitMs. */
+  drainComplete(now: number): boolean {
+    if (this.phase !== 'draining' || this.hasUnreadBytes) return false;
+    if (this.drainReason === 'rotated') return now - this.lastGrowthMs >= this.env.settings.rotateWaitMs;
+    return true;
+  }
+
+  /**
+   * No more bytes will come: ships what is still assembling (an unterminated last line included) and
+   * closes the descriptor.
+   */
+  async finish(): Promise<void> {
+    if (this.phase === 'finished') return;
+    if (this.carryBytes > 0) {
+      // A last line without its newline: ship it as it is.
+      const line = Buffer.concat(this.carry, this.carryBytes);
+      const start = this.consumedOffset;
+      const end = start + this.carryLength;
+      this.carry = [];
+      this.carryBytes = 0;
+      this.carryLength = 0;
+      this.consumedOffset = end;
+      this.env.counters.linesRead++;
+      this.ship(this.assembler.push({ bytes: line, start, end }));
+    }
+    this.ship(this.assembler.flush());
+    if (this.joiners) this.ship([...this.joiners.stdout.flush(), ...this.joiners.stderr.flush()]);
+    this.flushMessage();
+    this.syncAssemblerCounters();
+    this.phase = 'finished';
+    await this.closeDescriptor();
+  }
+
+  /** Closes without shipping anything more (shutdown): the checkpoint stays at the safe offset. */
+  async abandon(): Promise<void> {
+    this.phase = 'finished';
+    await this.closeDescriptor();
+  }
+
+  /** Offset before which every byte is acknowledged; what a checkpoint may record. */
+  safeOffset(): number {
+    let pending = this.assembler.pendingStart();
+    if (this.joiners) {
+      for (const joiner of [this.joiners.stdout, this.joiners.stderr]) {
+        const start = joiner.pendingStart();
+        if (start !== undefined && (pending === undefined || start < pending)) pending = start;
+      }
+    }
+    return this.progress.safeOffset(this.consumedOffset, pending);
+  }
+
+  /** Finished, with every message acknowledged: nothing more will ever happen to this file. */
+  get settled(): boolean {
+    return this.phase === 'finished' && this.progress.outstanding === 0;
+  }
+
+  private async closeDescriptor(): Promise<void> {
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) await closeAsync(fd);
+  }
+
+  // ---- hot path ------------------------------------------------------------------------------
+
+  private processBytes(chunk: Buffer, chunkStart: number): void {
+    let lineStartInChunk = 0;
+    let lines = 0;
+    for (;;) {
+      const newline = chunk.indexOf(NEWLINE, lineStartInChunk);
+      if (newline < 0) break;
+      const lineBytes = chunk.subarray(lineStartInChunk, newline);
+      let bytes: Buffer;
+      let start: number;
+      if (this.carryBytes > 0 || this.carryLength > 0) {
+        this.appendCarry(lineBytes);
+        bytes = Buffer.concat(this.carry, this.carryBytes);
+        start = this.consumedOffset;
+        this.carry = [];
+        this.carryBytes = 0;
+        this.carryLength = 0;
+      } else {
+        bytes = lineBytes;
+        start = chunkStart + lineStartInChunk;
+      }
+      const end = chunkStart + newline + 1;
+      this.consumedOffset = end;
+      lines++;
+      this.ship(this.assembler.push({ bytes, start, end }));
+      lineStartInChunk = newline + 1;
+    }
+    if (lineStartInChunk < chunk.length) this.appendCarry(chunk.subarray(lineStartInChunk));
+    this.env.counters.linesRead += lines;
+    this.flushMessage();
+    this.syncAssemblerCounters();
+  }
+
+  /** Keeps the bytes of an unfinished physical line, at most maxLineBytes + 1 of them (the rest is counted, not kept). */
+  private appendCarry(bytes: Buffer): void {
+    this.carryLength += bytes.length;
+    const room = this.env.settings.maxLineBytes + 1 - this.carryBytes;
+    if (room <= 0) return;
+    const kept = bytes.length <= room ? bytes : bytes.subarray(0, room);
+    this.carry.push(Buffer.from(kept));
+    this.carryBytes += kept.length;
+  }
+
+  private ship(entries: LogEntry[]): void {
+    if (entries.length === 0) return;
+    let output = entries;
+    if (this.joiners) {
+      output = [];
+      for (const entry of entries) output.push(...this.joiners[entry.stream].push(entry));
+      if (output.length === 0) return;
+    }
+    const lookup = this.env.lookupMetadata(this.pod);
+    if (lookup.kind === 'hit' && lookup.excluded) {
+      this.env.counters.recordsExcluded += output.length;
+      return;
+    }
+    const writer = this.writerFor(lookup);
+    if (lookup.kind === 'hit') this.env.counters.metadataHits += output.length;
+    else this.env.counters.metadataFallbacks += output.length;
+    const { maxMessageBytes, maxRecordsPerMessage } = this.env.settings;
+    for (const entry of output) {
+      const record = writer.build(entry);
+      if (record.truncated) this.env.counters.recordsTruncatedToFit++;
+      let message = this.message;
+      if (message && (message.bytes + record.bytes + 1 > maxMessageBytes || message.parts.length >= maxRecordsPerMessage)) {
+        this.flushMessage();
+        message = undefined;
+      }
+      if (!message) {
+        message = { parts: [], bytes: 0, minStart: entry.start };
+        this.message = message;
+      }
+      message.parts.push(record.json);
+      message.bytes += record.bytes + 1;
+      if (entry.start < message.minStart) message.minStart = entry.start;
+    }
+    this.env.counters.recordsProduced += output.length;
+  }
+
+  private writerFor(lookup: MetadataLookup): RecordWriter {
+    if (this.writer && this.writerSource === lookup.metadata) return this.writer;
+    const flags = lookup.kind === 'fallback' ? [RecordFlag.METADATA_FALLBACK] : [];
+    this.writer = new RecordWriter(lookup.metadata, this.path, this.eventIdPrefix, this.env.settings.maxMessageBytes - 1, flags);
+    this.writerSource = lookup.metadata;
+    return this.writer;
+  }
+
+  /** Hands the open message to the producer; its lines count as shipped once Kafka acks it. */
+  private flushMessage(): void {
+    const message = this.message;
+    if (!message) return;
+    this.message = undefined;
+    const progress = this.progress;
+    const start = message.minStart;
+    progress.add(start);
+    this.env.producer.enqueue({
+      topic: this.env.topicFor(this.pod),
+      key: this.pod.podUid,
+      value: `${message.parts.join('\n')}\n`,
+      size: message.bytes,
+      onAck: () => progress.ack(start),
+    });
+  }
+
+  private syncAssemblerCounters(): void {
+    const c = this.assembler.counters;
+    const t = this.assemblerTotals;
+    this.env.counters.unparsed += c.unparsed - t.unparsed;
+    this.env.counters.truncated += c.truncated - t.truncated;
+    this.env.counters.invalidUtf8 += c.invalidUtf8 - t.invalidUtf8;
+    t.unparsed = c.unparsed;
+    t.truncated = c.truncated;
+    t.invalidUtf8 = c.invalidUtf8;
+  }
+}

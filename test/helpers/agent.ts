@@ -1,0 +1,177 @@
+/**
+ * Running the real agent binary in tests, writing CRI logs the way a container runtime does, and
+ * reading back what reached Kafka.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Admin, Consumer, Kafka } from 'kafkajs';
+import { stringify } from 'yaml';
+import { REPO_ROOT } from '../../scripts/stack/context.js';
+import { createKafka } from '../../shared/kafka.js';
+import type { LogRecord } from '../../shared/record.js';
+import { kafkaConfig, stack, testLogger, uniqueName, waitFor } from './stack.js';
+
+export interface PodDir {
+  namespace: string;
+  pod: string;
+  uid: string;
+  container: string;
+  dir: string;
+}
+
+export function makeRoot(): string {
+  return mkdtempSync(join(tmpdir(), 'logship-agent-root-'));
+}
+
+export function podDir(root: string, namespace: string, pod: string, uid: string, container: string): PodDir {
+  const dir = join(root, `${namespace}_${pod}_${uid}`, container);
+  mkdirSync(dir, { recursive: true });
+  return { namespace, pod, uid, container, dir };
+}
+
+/** A CRI line as containerd writes it. */
+export function cri(message: string, options: { stream?: 'stdout' | 'stderr'; partial?: boolean; time?: string } = {}): string {
+  return `${options.time ?? new Date().toISOString().replace('Z', '000000Z')} ${options.stream ?? 'stdout'} ${options.partial ? 'P' : 'F'} ${message}\n`;
+}
+
+export function appendLines(file: string, lines: string[]): void {
+  appendFileSync(file, lines.join(''));
+}
+
+export interface AgentProcess {
+  child: ChildProcess;
+  opsUrl: Promise<string>;
+  logs: () => string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop: () => Promise<number | null>;
+  kill9: () => Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export interface AgentTestConfig {
+  root: string;
+  stateDir: string;
+  topicPrefix: string;
+  kubernetes?: { enabled: boolean; kubeconfig?: string; deletedPodGraceMs?: number };
+  extra?: Record<string, unknown>;
+}
+
+export function agentConfigFile(options: AgentTestConfig): string {
+  const config = {
+    cluster: 'it',
+    nodeName: 'it-node',
+    logLevel: 'info',
+    ops: { host: '127.0.0.1', port: 0 },
+    files: { root: options.root, pollIntervalMs: 100, rescanIntervalMs: 1_000, rotateWaitMs: 1_000 },
+    kubernetes: options.kubernetes ?? { enabled: false },
+    kafka: {
+      brokers: stack().kafka.brokers,
+      clientId: 'logship-agent-it',
+      topicTemplate: `${options.topicPrefix}.{namespace}`,
+      retryInitialDelayMs: 100,
+      retryMaxDelayMs: 1_000,
+    },
+    checkpoints: { dir: options.stateDir, intervalMs: 200 },
+    shutdown: { timeoutMs: 10_000 },
+    ...options.extra,
+  };
+  const file = join(mkdtempSync(join(tmpdir(), 'logship-agent-config-')), 'agent.yaml');
+  writeFileSync(file, stringify(config));
+  return file;
+}
+
+/** Starts `logship-agent --config <file>` as a child process (through tsx, from the source). */
+export function startAgentProcess(configFile: string, env: NodeJS.ProcessEnv = {}): AgentProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'agent', 'main.ts'), '--config', configFile], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let resolveUrl: (url: string) => void = () => undefined;
+  const opsUrl = new Promise<string>((resolve) => (resolveUrl = resolve));
+  const onData = (chunk: Buffer): void => {
+    output += chunk.toString();
+    const match = /"address":"([\d.]+:\d+)".*ops server listening/.exec(output);
+    if (match?.[1]) resolveUrl(`http://${match[1]}`);
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  return {
+    child,
+    opsUrl,
+    logs: () => output,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    kill9: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Reads a Prometheus metric value (sum over label sets matching `labels`) from an ops server. */
+export async function metricValue(opsUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`${opsUrl}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+export interface ReceivedRecord {
+  record: LogRecord;
+  topic: string;
+  partition: number;
+  offset: string;
+}
+
+/** Collects every record (NDJSON lines of each message) from the given topics, from the beginning. */
+export class RecordCollector {
+  readonly records: ReceivedRecord[] = [];
+  private readonly kafka: Kafka = createKafka(kafkaConfig({ clientId: 'logship-it-collector' }), testLogger());
+  private consumer: Consumer | undefined;
+  private admin: Admin | undefined;
+
+  async start(topics: string[]): Promise<void> {
+    this.admin = this.kafka.admin();
+    await this.admin.connect();
+    await this.admin.createTopics({ topics: topics.map((topic) => ({ topic, numPartitions: 3 })), waitForLeaders: true });
+    this.consumer = this.kafka.consumer({ groupId: uniqueName('it-collector'), maxWaitTimeInMs: 100 });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics, fromBeginning: true });
+    await this.consumer.run({
+      eachMessage: async ({ topic, partition, message }) => {
+        const text = message.value?.toString('utf8') ?? '';
+        for (const line of text.split('\n')) {
+          if (line === '') continue;
+          this.records.push({ record: JSON.parse(line) as LogRecord, topic, partition, offset: message.offset });
+        }
+      },
+    });
+  }
+
+  async waitForCount(count: number, timeoutMs = 60_000): Promise<void> {
+    await waitFor(`${count} records in Kafka (have ${this.records.length})`, () => this.records.length >= count, timeoutMs);
+  }
+
+  async stop(topics: string[]): Promise<void> {
+    await this.consumer?.disconnect();
+    await this.admin?.deleteTopics({ topics }).catch(() => undefined);
+    await this.admin?.disconnect();
+  }
+}
+
+export function readJsonLines(file: string): unknown[] {
+  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown);
+}
