@@ -7,7 +7,7 @@
  */
 import type { Stats } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { basename, dirname, join, relative, sep } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import picomatch from 'picomatch';
 import { describeError } from '../shared/errors.js';
@@ -263,49 +263,49 @@ export class TailManager {
 
   /**
    * After a restart, checkpoints whose file is no longer at its path may belong to a file the kubelet
-   * rotated (renamed to `0.log.<timestamp>`) before we finished it: find it by inode in the same
-   * folder and drain it from the checkpoint. Entries whose file is gone are dropped.
+   * rotated (renamed to `<n>.log.<timestamp>`) before we finished it: find it by device and inode in
+   * the same folder and drain it from the checkpoint, under its canonical path. Entries whose file is
+   * gone are dropped.
    */
   private async resumeRotatedFiles(): Promise<void> {
     const tracked = new Set([...this.active.values()].flatMap((f) => (f.identity ? [f.identity.key] : [])));
     for (const checkpoint of [...this.checkpoints.all()]) {
       if (tracked.has(checkpoint.key) || this.waiting.has(checkpoint.path)) continue;
+      const pod = parsePodLogPath(checkpoint.path, this.options.root);
       const dir = dirname(checkpoint.path);
-      const prefix = `${basename(checkpoint.path)}.`;
-      let names: string[] = [];
-      try {
-        names = (await readdir(dir)).filter((n) => n.startsWith(prefix) && !n.endsWith('.gz'));
-      } catch {
-        // folder gone
-      }
+      const names = pod ? await readdir(dir).catch(() => [] as string[]) : [];
       let resumed = false;
       for (const name of names) {
-        const path = join(dir, name);
-        const stats = await stat(path).catch(() => undefined);
+        if (name.endsWith('.gz') || !pod) continue;
+        const openPath = join(dir, name);
+        const stats = await stat(openPath).catch(() => undefined);
         if (stats?.dev !== checkpoint.dev || stats.ino !== checkpoint.ino) continue;
-        const pod = parsePodLogPath(checkpoint.path, this.options.root);
-        if (!pod) break;
-        const file = new TailedFile(path, pod, this.env);
-        try {
-          await file.open();
-          const ok = await file.identify((identity, size) => (identity.key === checkpoint.key && checkpoint.offset <= size ? checkpoint.offset : size));
-          if (ok && file.identity?.key === checkpoint.key) {
-            this.openCount++;
-            file.beginDrain('rotated');
-            this.draining.add(file);
-            this.markReady(file);
-            resumed = true;
-            this.logger.info({ path, offset: checkpoint.offset }, 'resuming a file rotated while the agent was down');
-          } else {
-            await file.abandon();
-          }
-        } catch (error) {
-          this.hooks.onError('file_open', error, { path });
-        }
+        resumed = await this.resumeRotated(checkpoint.path, openPath, pod, checkpoint.key, checkpoint.offset);
         break;
       }
       if (!resumed) this.checkpoints.delete(checkpoint.key);
     }
+  }
+
+  private async resumeRotated(path: string, openPath: string, pod: PodLogPath, key: string, offset: number): Promise<boolean> {
+    const file = new TailedFile(path, pod, this.env, openPath);
+    try {
+      await file.open();
+      const ok = await file.identify((identity, size) => (identity.key === key && offset <= size ? offset : size));
+      if (!ok || file.identity?.key !== key) {
+        await file.abandon();
+        return false;
+      }
+    } catch (error) {
+      this.hooks.onError('file_open', error, { path: openPath });
+      return false;
+    }
+    this.openCount++;
+    file.beginDrain('rotated');
+    this.draining.add(file);
+    this.markReady(file);
+    this.logger.info({ path: openPath, offset }, 'resuming a file rotated while the agent was down');
+    return true;
   }
 
   private openWaiting(): void {

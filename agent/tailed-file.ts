@@ -89,6 +89,11 @@ interface OpenMessage {
 }
 
 const NEWLINE = 10;
+/**
+ * Bytes kept beyond maxLineBytes of a physical line that is cut while read: more than any CRI prefix
+ * (time, stream, tag), so what remains of the message is still over the cap and gets flagged.
+ */
+const CARRY_PREFIX_ROOM_BYTES = 1024;
 
 export class TailedFile {
   phase: FilePhase = 'new';
@@ -117,10 +122,15 @@ export class TailedFile {
   private message: OpenMessage | undefined;
   private readonly assemblerTotals = { unparsed: 0, truncated: 0, invalidUtf8: 0 };
 
+  /**
+   * @param path the file's canonical path (`…/<n>.log`): what checkpoints and records name
+   * @param openPath where to open it, when it differs (a rotated `<n>.log.<timestamp>` resumed after a restart)
+   */
   constructor(
     readonly path: string,
     readonly pod: PodLogPath,
     private readonly env: TailEnvironment,
+    private readonly openPath: string = path,
   ) {
     this.assembler = new LineAssembler({ format: env.settings.format, maxLineBytes: env.settings.maxLineBytes });
     const multiline = env.multilineFor(pod);
@@ -129,11 +139,11 @@ export class TailedFile {
 
   /** Opens the descriptor (never following a symlink). Throws the fs error on failure. */
   async open(): Promise<Stats> {
-    this.fd = await openAsync(this.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+    this.fd = await openAsync(this.openPath, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
     const stats = await fstatAsync(this.fd);
     if (!stats.isFile()) {
       await this.closeDescriptor();
-      throw Object.assign(new Error(`${this.path} is not a regular file`), { code: 'ENOTREG' });
+      throw Object.assign(new Error(`${this.openPath} is not a regular file`), { code: 'ENOTREG' });
     }
     this.knownSize = stats.size;
     this.phase = 'identifying';
@@ -307,10 +317,14 @@ export class TailedFile {
     this.syncAssemblerCounters();
   }
 
-  /** Keeps the bytes of an unfinished physical line, at most maxLineBytes + 1 of them (the rest is counted, not kept). */
+  /**
+   * Keeps the bytes of an unfinished physical line, at most maxLineBytes + CARRY_PREFIX_ROOM_BYTES of
+   * them (the rest is counted, not kept). The room covers the CRI prefix, so a cut line still holds a
+   * message longer than maxLineBytes and the assembler flags and counts it as truncated.
+   */
   private appendCarry(bytes: Buffer): void {
     this.carryLength += bytes.length;
-    const room = this.env.settings.maxLineBytes + 1 - this.carryBytes;
+    const room = this.env.settings.maxLineBytes + CARRY_PREFIX_ROOM_BYTES - this.carryBytes;
     if (room <= 0) return;
     const kept = bytes.length <= room ? bytes : bytes.subarray(0, room);
     this.carry.push(Buffer.from(kept));

@@ -40,7 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return code;
     }
   }
-  return run(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files]);
+  // One file at a time: integration tests share the servers, and some of them stop one for a while.
+  return run(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files]);
 }
 
 main(process.argv.slice(2)).then(

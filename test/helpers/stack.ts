@@ -2,11 +2,15 @@
  * What integration tests need from the stack: its endpoints, connection configs for the project's
  * own client wrappers, unique resource names, and waiting for a condition with a deadline.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../../shared/errors.js';
+import { REPO_ROOT, stackPaths, stopDaemon } from '../../scripts/stack/context.js';
 import { readEndpoints, type StackEndpoints } from '../../scripts/stack/endpoints.js';
 import { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from '../../shared/elasticsearch.js';
 import { kafkaConnectionSchema, type KafkaConnectionConfig } from '../../shared/kafka.js';
@@ -77,4 +81,26 @@ export async function waitFor<T>(description: string, probe: () => Promise<T | u
     }
     await sleep(intervalMs);
   }
+}
+
+/** Stops one server of the stack (by the PID the stack script recorded), for outage tests. */
+export async function stopStackServer(name: 'kafka' | 'kube-apiserver'): Promise<void> {
+  const stopped = await stopDaemon(stackPaths(), name, 30_000);
+  if (!stopped) throw new Error(`${name} was not running`);
+}
+
+/** Brings the named part of the stack back (`stack up <name>`), waiting until it answers. */
+export async function startStackServer(name: 'kafka' | 'kubernetes'): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'stack', 'cli.ts'), 'up', name], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`stack up ${name} failed (${String(code)}):\n${stderr}`);
+}
+
+/** Resident set size of a process, in bytes, from /proc. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  return match?.[1] ? Number(match[1]) * 1024 : 0;
 }
