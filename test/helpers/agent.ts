@@ -83,12 +83,24 @@ export function agentConfigFile(options: AgentTestConfig): string {
   return file;
 }
 
-/** Starts `logship-agent --config <file>` as a child process (through tsx, from the source). */
-export function startAgentProcess(configFile: string, env: NodeJS.ProcessEnv = {}): AgentProcess {
+/** Who the agent process runs as; by default the test runner's own user. */
+export interface AgentProcessUser {
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * Starts `logship-agent --config <file>` as a child process (through tsx, from the source). With
+ * `user`, it runs under that uid/gid (the runner must be root), so file permissions really apply; the
+ * config file, the log root and the state folder must then be reachable by that user.
+ */
+export function startAgentProcess(configFile: string, env: NodeJS.ProcessEnv = {}, user: AgentProcessUser = {}): AgentProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'agent', 'main.ts'), '--config', configFile], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(user.uid === undefined ? {} : { uid: user.uid }),
+    ...(user.gid === undefined ? {} : { gid: user.gid }),
   });
   let output = '';
   let resolveUrl: (url: string) => void = () => undefined;
@@ -147,7 +159,8 @@ export class RecordCollector {
     this.admin = this.kafka.admin();
     await this.admin.connect();
     await this.admin.createTopics({ topics: topics.map((topic) => ({ topic, numPartitions: 3 })), waitForLeaders: true });
-    this.consumer = this.kafka.consumer({ groupId: uniqueName('it-collector'), maxWaitTimeInMs: 100 });
+    // Short retries: outage tests restart the broker and the collector must follow promptly.
+    this.consumer = this.kafka.consumer({ groupId: uniqueName('it-collector'), maxWaitTimeInMs: 100, retry: { initialRetryTime: 100, maxRetryTime: 1_000, retries: 1_000 } });
     await this.consumer.connect();
     await this.consumer.subscribe({ topics, fromBeginning: true });
     await this.consumer.run({
