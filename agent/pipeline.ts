@@ -4,7 +4,7 @@
  * this file is the only place that knows them all.
  */
 import picomatch from 'picomatch';
-import { createKafka } from '../shared/kafka.js';
+import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { createKubeClients } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
@@ -32,6 +32,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
   const counters = newTailCounters();
   const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
 
+  setGzipLevel(config.kafka.compressionLevel);
   const kafka = createKafka(config.kafka, logger);
   const producer = new AgentProducer(kafka, config.kafka, logger.child({ component: 'producer' }));
 

@@ -383,10 +383,17 @@ export class TailedFile {
     const progress = this.progress;
     const start = message.minStart;
     progress.add(start);
+    // One copy straight into the bytes Kafka sends: NDJSON, each record followed by a newline.
+    const value = Buffer.allocUnsafe(message.bytes);
+    let offset = 0;
+    for (const part of message.parts) {
+      offset += value.write(part, offset, 'utf8');
+      value[offset++] = NEWLINE;
+    }
     this.env.producer.enqueue({
       topic: this.env.topicFor(this.pod),
       key: this.pod.podUid,
-      value: `${message.parts.join('\n')}\n`,
+      value: offset === value.length ? value : value.subarray(0, offset),
       size: message.bytes,
       onAck: () => progress.ack(start),
     });

@@ -2,7 +2,12 @@
  * The project's one entry to kafkajs: connection settings (brokers, TLS, SASL) shared by the agent's
  * producer and the aggregator's consumer, and a factory that wires kafkajs logs into ours.
  */
-import { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
+import { promisify } from 'node:util';
+import { gzip, unzip } from 'node:zlib';
+import kafkajs, { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
+
+// kafkajs is CommonJS and builds these two exports in a way Node cannot detect as named ESM exports.
+const { CompressionCodecs, CompressionTypes } = kafkajs;
 import { z } from 'zod';
 import { csvList } from './config.js';
 import type { Logger } from './logger.js';
@@ -94,4 +99,21 @@ export function createKafka(config: KafkaConnectionConfig, logger: Logger, setti
     },
   };
   return new Kafka(kafkaConfig);
+}
+
+const gzipAsync = promisify(gzip);
+/** Output chunk of the gzip stream: larger chunks mean fewer round trips from the zlib thread to JS. */
+const GZIP_CHUNK_BYTES = 256 * 1024;
+const unzipAsync = promisify(unzip);
+
+/**
+ * Sets the gzip level kafkajs compresses with (process-wide; kafkajs has no per-producer setting).
+ * Its built-in codec uses zlib's default, level 6; level 1 compresses about twice as fast for log
+ * records at a slightly larger size. Decompression is the same for any level.
+ */
+export function setGzipLevel(level: number): void {
+  CompressionCodecs[CompressionTypes.GZIP] = () => ({
+    compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level, chunkSize: GZIP_CHUNK_BYTES }),
+    decompress: (buffer: Buffer) => unzipAsync(buffer),
+  });
 }
