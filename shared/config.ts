@@ -83,7 +83,9 @@ function problemsFromIssue(issue: z.core.$ZodIssue, envSources: Map<string, stri
     });
   }
   const path = formatPath(issue.path);
-  return [{ path, message: issue.message, source: sourceOf(path) }];
+  const message =
+    issue.code === 'invalid_type' && issue.message.endsWith('received undefined') ? `required (${issue.expected})` : issue.message;
+  return [{ path, message, source: sourceOf(path) }];
 }
 
 // ---- environment overrides -------------------------------------------------------------------

@@ -60,3 +60,21 @@ describe('parseCli', () => {
     assert.deepEqual(JSON.parse(out.text()), { port: 9102, brokers: ['k:9092'], password: { value: '[redacted]' } });
   });
 });
+
+describe('logship-agent binary', () => {
+  it('exits 2 on a bad config, listing every problem by path, before touching any server', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const file = join(dir, 'agent-bad.yaml');
+    writeFileSync(file, 'cluster: "bad name!"\nkafka:\n  brokers: [nohost]\n  lingerMs: -5\nfiles:\n  readBufferBytes: 12\nsurprise: true\n');
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'agent/main.ts', '--config', file], {
+      encoding: 'utf8',
+      env: { ...process.env, LOGSHIP_NODE_NAME: '', LOGSHIP_KAFKA__MAX_BATCH_BYTES: 'lots' },
+      timeout: 60_000,
+    });
+    assert.equal(result.status, EXIT_CONFIG, result.stderr);
+    for (const path of ['cluster', 'nodeName', 'kafka.brokers[0]', 'kafka.lingerMs', 'files.readBufferBytes', 'surprise', 'kafka.maxBatchBytes']) {
+      assert.ok(result.stderr.includes(`- ${path}: `), `${path} missing from:\n${result.stderr}`);
+    }
+    assert.match(result.stderr, /from LOGSHIP_KAFKA__MAX_BATCH_BYTES/);
+  });
+});

@@ -123,6 +123,7 @@ describe('loadConfig', () => {
     assert.deepEqual(paths, ['kafka.brokers', 'kafka.clientId', 'logLevel', 'sinks[0].flushIntervalMs', 'sinks[1].maxBatchBytes']);
     assert.match(error.message, /5 problems/);
     assert.match(error.message, /sinks\[0\]\.flushIntervalMs: .*>=100/);
+    assert.match(error.message, /- kafka\.brokers: required \(array\)/);
   });
 
   it('checks cross-field rules once the shape is right', () => {
