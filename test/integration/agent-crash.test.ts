@@ -73,6 +73,8 @@ describe('agent: kill -9 during a 200,000-line run (real Kafka)', () => {
       t.diagnostic(agent?.logs().split('\n').filter((l) => /warn|error/i.test(l)).slice(-10).join('\n') ?? '');
       throw error;
     });
+    // The last agent may still be starting (everything already arrived): stop it once it is up.
+    await agent.opsUrl;
     assert.equal(await agent.stop(), 0, 'the last agent stops cleanly on SIGTERM');
 
     const idsByMessage = new Map<string, Set<string>>();
