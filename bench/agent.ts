@@ -128,6 +128,11 @@ async function main(): Promise<void> {
   const busy = procStat(pid);
   await sleep(IDLE_MS);
   const idle = procStat(pid);
+  const [heapTotal, heapUsed, external] = await Promise.all([
+    metric(url, 'nodejs_heap_size_total_bytes'),
+    metric(url, 'nodejs_heap_size_used_bytes'),
+    metric(url, 'nodejs_external_memory_bytes'),
+  ]);
   child.kill('SIGTERM');
   await new Promise((resolve) => child.once('exit', resolve));
   rmSync(work, { recursive: true, force: true });
@@ -147,6 +152,9 @@ async function main(): Promise<void> {
     cpu_s_per_million_lines: round(cpuSeconds / (lines / 1e6)),
     peak_rss_mib: round(busy.hwmBytes / 2 ** 20),
     idle_rss_mib: round(idle.rssBytes / 2 ** 20),
+    idle_heap_total_mib: round(heapTotal / 2 ** 20),
+    idle_heap_used_mib: round(heapUsed / 2 ** 20),
+    idle_external_mib: round(external / 2 ** 20),
     cpu: CPU,
     node: process.version,
   };
