@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { V1Container } from '@kubernetes/client-node';
 import { ANNOTATION_EXCLUDE, ANNOTATION_EXCLUDE_CONTAINERS } from '../../agent/pod-metadata.js';
-import { createKubeClients } from '../../shared/kube.js';
 import { KubernetesField, RecordFlag, type KubernetesMetadata, type LogRecord } from '../../shared/record.js';
 import { agentConfigFile, appendLines, cri, makeRoot, metricValue, podDir, RecordCollector, startAgentProcess, type AgentProcess } from '../helpers/agent.js';
-import { kubernetesConfig, stack, startStackServer, stopStackServer, uniqueName, waitFor } from '../helpers/stack.js';
+import { createNamespace, createPod, deletePod, testKube } from '../helpers/kube.js';
+import { stack, startStackServer, stopStackServer, uniqueName, waitFor } from '../helpers/stack.js';
 
 /** The agent keeps a deleted pod's metadata this long; the test's writes after a deletion happen well within it. */
 const DELETED_POD_GRACE_MS = 60_000;
@@ -20,7 +20,7 @@ const EXCLUDED = 'logship_agent_records_excluded_total';
 /** The label every scenario namespace carries, so that a barrier can tell the namespace's labels arrived. */
 const TEAM_LABEL = 'team';
 
-const kube = createKubeClients(kubernetesConfig());
+const kube = testKube();
 
 /** One agent (on a node name of its own), its Kafka topics and its log root, all removed when the test ends. */
 interface Scenario {
@@ -63,38 +63,6 @@ async function startScenario(t: TestContext, name: string, namespaces: string[])
   started.agent = agent;
   const opsUrl = await agent.opsUrl;
   return { agent, opsUrl, collector, root, nodeName };
-}
-
-async function createNamespace(t: TestContext, name: string, labels: Record<string, string>): Promise<void> {
-  await kube.core.createNamespace({ body: { metadata: { name, labels } } });
-  t.after(async () => {
-    await kube.core.deleteNamespace({ name }).catch(() => undefined);
-  });
-}
-
-interface PodSpec {
-  containers: V1Container[];
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-}
-
-/** Creates a pod bound to `nodeName` (no kubelet: it stays Pending) and registers its removal; returns the uid the API server gave it. */
-async function createPod(t: TestContext, namespace: string, name: string, nodeName: string, spec: PodSpec): Promise<string> {
-  const created = await kube.core.createNamespacedPod({
-    namespace,
-    body: { metadata: { name, labels: spec.labels, annotations: spec.annotations }, spec: { nodeName, containers: spec.containers } },
-  });
-  t.after(async () => {
-    await deletePod(namespace, name).catch(() => undefined);
-  });
-  const uid = created.metadata?.uid;
-  assert.ok(uid, 'the API server assigns a uid');
-  return uid;
-}
-
-/** Zero grace: without a kubelet nothing would ever confirm a graceful deletion. */
-async function deletePod(namespace: string, name: string): Promise<void> {
-  await kube.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 });
 }
 
 /** `<root>/<namespace>_<pod>_<uid>/<container>/0.log`, its folder created. */

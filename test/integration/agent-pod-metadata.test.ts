@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import {
   ANNOTATION_EXCLUDE,
   ANNOTATION_EXCLUDE_CONTAINERS,
@@ -19,6 +19,7 @@ import {
 import { parsePodLogPath, type PodLogPath } from '../../agent/pod-path.js';
 import { createKubeClients, type KubeClients } from '../../shared/kube.js';
 import { KubernetesField } from '../../shared/record.js';
+import { createNamespace, createPod, deletePod, type TestPod } from '../helpers/kube.js';
 import { kubernetesConfig, testLogger, uniqueName, waitFor } from '../helpers/stack.js';
 
 const LOG_ROOT = '/var/log/pods';
@@ -32,42 +33,23 @@ interface PodOptions {
   annotations?: Record<string, string>;
 }
 
-function podBody(name: string, nodeName: string, options: PodOptions = {}): V1Pod {
+/** Two containers with images; labels default to `app: <name>`. */
+function testPod(name: string, options: PodOptions = {}): TestPod {
   return {
-    metadata: { name, labels: options.labels ?? { app: name }, annotations: options.annotations },
-    spec: {
-      nodeName,
-      containers: [
-        { name: 'main', image: 'registry.invalid/app:1' },
-        { name: 'sidecar', image: 'registry.invalid/proxy:2' },
-      ],
-    },
+    labels: options.labels ?? { app: name },
+    annotations: options.annotations,
+    containers: [
+      { name: 'main', image: 'registry.invalid/app:1' },
+      { name: 'sidecar', image: 'registry.invalid/proxy:2' },
+    ],
   };
 }
 
 /** A namespace of its own, removed when the test ends. */
-async function createNamespace(t: TestContext, prefix: string, labels: Record<string, string>): Promise<string> {
+async function createTestNamespace(t: TestContext, prefix: string, labels: Record<string, string>): Promise<string> {
   const name = uniqueName(prefix);
-  await kube.core.createNamespace({ body: { metadata: { name, labels } } });
-  t.after(async () => {
-    await kube.core.deleteNamespace({ name }).catch(() => undefined);
-  });
+  await createNamespace(t, name, labels);
   return name;
-}
-
-/** Creates a pod and registers its removal (zero grace: no kubelet confirms deletions here); returns its uid. */
-async function createPod(t: TestContext, namespace: string, name: string, nodeName: string, options?: PodOptions): Promise<string> {
-  const created = await kube.core.createNamespacedPod({ namespace, body: podBody(name, nodeName, options) });
-  t.after(async () => {
-    await deletePod(namespace, name).catch(() => undefined);
-  });
-  const uid = created.metadata?.uid;
-  assert.ok(uid, 'the API server assigns a uid');
-  return uid;
-}
-
-async function deletePod(namespace: string, name: string): Promise<void> {
-  await kube.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 });
 }
 
 /** The path the kubelet would write for this pod's container, through the real parser. */
@@ -99,12 +81,12 @@ describe('agent pod metadata against the real Kubernetes API server', () => {
   it('lists and watches this node only: labels, annotations, images, container ids and namespace labels, and their changes', async (t) => {
     const nodeA = uniqueName('node-a');
     const nodeB = uniqueName('node-b');
-    const namespace = await createNamespace(t, 'it-podmeta', { team: 'payments' });
+    const namespace = await createTestNamespace(t, 'it-podmeta', { team: 'payments' });
     // Present before the store starts: reaches it through the list.
-    const listedUid = await createPod(t, namespace, 'listed', nodeA, {
+    const listedUid = await createPod(t, namespace, 'listed', nodeA, testPod('listed', {
       labels: { app: 'api' },
       annotations: { owner: 'team-a', 'kubectl.kubernetes.io/last-applied-configuration': '{"kind":"Pod"}' },
-    });
+    }));
 
     const store = startStore(t, kube, nodeA);
     assert.equal(await store.waitForFirstSync(30_000), true);
@@ -133,8 +115,8 @@ describe('agent pod metadata against the real Kubernetes API server', () => {
 
     // Created while the store runs: the other node's pod first, so that when this node's pod has
     // arrived through the watch, the other one's event (if it were delivered) would have too.
-    const otherUid = await createPod(t, namespace, 'elsewhere', nodeB);
-    const watchedUid = await createPod(t, namespace, 'watched', nodeA, { labels: { app: 'worker' } });
+    const otherUid = await createPod(t, namespace, 'elsewhere', nodeB, testPod('elsewhere'));
+    const watchedUid = await createPod(t, namespace, 'watched', nodeA, testPod('watched', { labels: { app: 'worker' } }));
     const watched = await waitFor('the watched pod to arrive', () => hitOf(store.lookup(logPath(namespace, 'watched', watchedUid))));
     assert.deepEqual(watched.metadata[KubernetesField.LABELS], { app: 'worker' });
     assert.equal(watched.metadata[KubernetesField.NAMESPACE_LABELS].team, 'payments');
@@ -171,7 +153,7 @@ describe('agent pod metadata against the real Kubernetes API server', () => {
 
   it('keeps a deleted pod for the grace period, then falls back to the path', async (t) => {
     const node = uniqueName('node-grace');
-    const namespace = await createNamespace(t, 'it-podmeta-grace', { team: 'grace' });
+    const namespace = await createTestNamespace(t, 'it-podmeta-grace', { team: 'grace' });
     const graceMs = 1500;
     // Real time, except that it can stand still while the test checks "within the grace period".
     let frozenAt: number | undefined;
@@ -179,14 +161,14 @@ describe('agent pod metadata against the real Kubernetes API server', () => {
     const store = startStore(t, kube, node, { deletedPodGraceMs: graceMs, now });
     assert.equal(await store.waitForFirstSync(30_000), true);
 
-    const uid = await createPod(t, namespace, 'short-lived', node, { labels: { app: 'batch' } });
+    const uid = await createPod(t, namespace, 'short-lived', node, testPod('short-lived', { labels: { app: 'batch' } }));
     const path = logPath(namespace, 'short-lived', uid);
     await waitFor('the pod to arrive', () => hitOf(store.lookup(path)));
 
     frozenAt = Date.now();
     await deletePod(namespace, 'short-lived');
     // Watch events arrive in order: once a pod created after the deletion is seen, so was the deletion.
-    const barrierUid = await createPod(t, namespace, 'barrier', node);
+    const barrierUid = await createPod(t, namespace, 'barrier', node, testPod('barrier'));
     await waitFor('the pod created after the deletion', () => hitOf(store.lookup(logPath(namespace, 'barrier', barrierUid))));
     const kept = hitOf(store.lookup(path));
     assert.ok(kept, 'a deleted pod is still a hit within the grace period');
@@ -203,12 +185,12 @@ describe('agent pod metadata against the real Kubernetes API server', () => {
 
   it('respects the exclusion annotations and exposes the per-pod annotations the agent reads', async (t) => {
     const node = uniqueName('node-excl');
-    const namespace = await createNamespace(t, 'it-podmeta-excl', {});
+    const namespace = await createTestNamespace(t, 'it-podmeta-excl', {});
     const store = startStore(t, kube, node);
-    const excludedUid = await createPod(t, namespace, 'excluded', node, { annotations: { [ANNOTATION_EXCLUDE]: 'true' } });
-    const partialUid = await createPod(t, namespace, 'partial', node, {
+    const excludedUid = await createPod(t, namespace, 'excluded', node, testPod('excluded', { annotations: { [ANNOTATION_EXCLUDE]: 'true' } }));
+    const partialUid = await createPod(t, namespace, 'partial', node, testPod('partial', {
       annotations: { [ANNOTATION_EXCLUDE_CONTAINERS]: 'sidecar', [ANNOTATION_MULTILINE]: 'java' },
-    });
+    }));
 
     const excludedMain = await waitFor('the excluded pod', () => hitOf(store.lookup(logPath(namespace, 'excluded', excludedUid))));
     assert.equal(excludedMain.excluded, true);
