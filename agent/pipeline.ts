@@ -106,7 +106,6 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
         errorLog.warn(reason, { ...context, err: error }, `agent error: ${reason}`);
       },
       onBackpressure: (waitedMs) => metrics.backpressureSeconds.inc(waitedMs / 1000),
-      onCheckpointWritten: () => undefined,
     },
     logger.child({ component: 'tail' }),
   );

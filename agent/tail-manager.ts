@@ -51,7 +51,6 @@ export interface TailManagerOptions {
 export interface TailManagerHooks {
   onError: (reason: ErrorReason, error: unknown, context: Record<string, unknown>) => void;
   onBackpressure: (waitedMs: number) => void;
-  onCheckpointWritten: () => void;
 }
 
 export class TailManager {
@@ -473,7 +472,7 @@ export class TailManager {
       if (now - checkpoint.updatedAtMs > this.options.orphanCheckpointTtlMs) this.checkpoints.delete(checkpoint.key);
     }
     try {
-      if (await this.checkpoints.flush()) this.hooks.onCheckpointWritten();
+      await this.checkpoints.flush();
     } catch (error) {
       this.hooks.onError('checkpoint_write', error, {});
     }

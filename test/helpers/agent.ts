@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
@@ -183,8 +183,4 @@ export class RecordCollector {
     await this.admin?.deleteTopics({ topics }).catch(() => undefined);
     await this.admin?.disconnect();
   }
-}
-
-export function readJsonLines(file: string): unknown[] {
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown);
 }
