@@ -43,18 +43,18 @@ export class AgentMetrics {
     mirrored('logship_agent_kafka_messages_acked_total', 'Kafka messages (each holding one or more records) acknowledged by the brokers.', () => sources.producer().messagesAcked);
     mirrored('logship_agent_kafka_bytes_acked_total', 'Record bytes acknowledged by the brokers (before compression).', () => sources.producer().bytesAcked);
 
-    let lastHits = 0;
-    let lastFallbacks = 0;
+    const last = { hit: 0, miss: 0, fallback: 0 };
     new Counter({
       name: 'logship_agent_metadata_lookups_total',
-      help: 'Records by where their Kubernetes metadata came from: hit (pod watcher) or fallback (file path only).',
+      help: 'Records by where their Kubernetes metadata came from: hit (pod watcher), miss (pod unknown to an in-sync watcher: path only), fallback (API unreachable or enrichment off: path only).',
       labelNames: ['result'],
       registers: [registry],
       collect() {
-        this.inc({ result: 'hit' }, counters.metadataHits - lastHits);
-        this.inc({ result: 'fallback' }, counters.metadataFallbacks - lastFallbacks);
-        lastHits = counters.metadataHits;
-        lastFallbacks = counters.metadataFallbacks;
+        const now = { hit: counters.metadataHits, miss: counters.metadataMisses, fallback: counters.metadataFallbacks };
+        for (const result of ['hit', 'miss', 'fallback'] as const) {
+          this.inc({ result }, now[result] - last[result]);
+          last[result] = now[result];
+        }
       },
     });
 

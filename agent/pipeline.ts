@@ -39,6 +39,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
   let podStore: PodMetadataStore | undefined;
   let lookupMetadata: (path: PodLogPath) => MetadataLookup;
   let annotation: (podUid: string, key: string) => string | undefined;
+  let metadataSynced: () => boolean = () => false;
   if (config.kubernetes.enabled) {
     podStore = new PodMetadataStore(createKubeClients(config.kubernetes), {
       nodeName: config.nodeName,
@@ -49,6 +50,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     const store = podStore;
     lookupMetadata = (path) => store.lookup(path);
     annotation = (uid, key) => store.annotation(uid, key);
+    metadataSynced = () => store.synced;
   } else {
     const pathOnly = new PodMetadataCache({ nodeName: config.nodeName, cluster: config.cluster, deletedPodGraceMs: 0 });
     lookupMetadata = (path) => pathOnly.lookup(path);
@@ -68,6 +70,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     producer,
     logger,
     lookupMetadata,
+    metadataSynced,
     topicFor: topicRenderer(config.kafka.topicTemplate, config.cluster),
     multilineFor: multilineResolver(config, annotation),
     counters,

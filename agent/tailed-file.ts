@@ -48,6 +48,8 @@ export interface TailEnvironment {
   producer: AgentProducer;
   logger: Logger;
   lookupMetadata: (path: PodLogPath) => MetadataLookup;
+  /** Whether the pod watcher is in sync with the API (tells a miss from a fallback). */
+  metadataSynced: () => boolean;
   topicFor: (path: PodLogPath) => string;
   multilineFor: (path: PodLogPath) => MultilineOptions | undefined;
   counters: TailCounters;
@@ -60,7 +62,11 @@ export interface TailCounters {
   recordsProduced: number;
   recordsExcluded: number;
   recordsTruncatedToFit: number;
+  /** Records enriched from the pod watcher. */
   metadataHits: number;
+  /** Records of a pod the watcher does not know while it is in sync with the API: path-derived metadata. */
+  metadataMisses: number;
+  /** Records shipped with path-derived metadata because the API is unreachable (or enrichment is off). */
   metadataFallbacks: number;
   unparsed: number;
   truncated: number;
@@ -75,6 +81,7 @@ export function newTailCounters(): TailCounters {
     recordsExcluded: 0,
     recordsTruncatedToFit: 0,
     metadataHits: 0,
+    metadataMisses: 0,
     metadataFallbacks: 0,
     unparsed: 0,
     truncated: 0,
@@ -346,6 +353,7 @@ export class TailedFile {
     }
     const writer = this.writerFor(lookup);
     if (lookup.kind === 'hit') this.env.counters.metadataHits += output.length;
+    else if (this.env.metadataSynced()) this.env.counters.metadataMisses += output.length;
     else this.env.counters.metadataFallbacks += output.length;
     const { maxMessageBytes, maxRecordsPerMessage } = this.env.settings;
     for (const entry of output) {

@@ -150,8 +150,12 @@ async function barrier(t: TestContext, scenario: Scenario, namespace: string, te
   );
 }
 
-async function lookups(opsUrl: string): Promise<{ hit: number; fallback: number }> {
-  return { hit: await metricValue(opsUrl, LOOKUPS, { result: 'hit' }), fallback: await metricValue(opsUrl, LOOKUPS, { result: 'fallback' }) };
+async function lookups(opsUrl: string): Promise<{ hit: number; miss: number; fallback: number }> {
+  return {
+    hit: await metricValue(opsUrl, LOOKUPS, { result: 'hit' }),
+    miss: await metricValue(opsUrl, LOOKUPS, { result: 'miss' }),
+    fallback: await metricValue(opsUrl, LOOKUPS, { result: 'fallback' }),
+  };
 }
 
 describe('agent: Kubernetes metadata on shipped records (real Kafka, real kube-apiserver)', () => {
@@ -284,6 +288,14 @@ describe('agent: Kubernetes metadata on shipped records (real Kafka, real kube-a
     const steadyFile = logFile(root, namespace, 'steady', steadyUid, 'app');
     const ghostFile = logFile(root, ghostNamespace, 'ghost-7d9f-x2', ghostUid, 'worker');
 
+    // While the API server is up and the watcher in sync, a pod it has never heard of is a miss.
+    const unknownFile = logFile(root, ghostNamespace, 'unknown-5c8d-q1', randomUUID(), 'worker');
+    const beforeMiss = await lookups(opsUrl);
+    writeMessages(unknownFile, 'unknown', 15);
+    for (const record of await waitForTagged(collector, 'unknown', 15)) assert.deepEqual(record.log.flags, [RecordFlag.METADATA_FALLBACK], record.message);
+    const afterMiss = await lookups(opsUrl);
+    assert.deepEqual([afterMiss.miss - beforeMiss.miss, afterMiss.fallback - beforeMiss.fallback], [15, 0], 'an unknown pod with the API in sync is a miss');
+
     const logOffset = agent.logs().length;
     const stopStart = Date.now();
     await stopStackServer('kube-apiserver');
@@ -326,6 +338,7 @@ describe('agent: Kubernetes metadata on shipped records (real Kafka, real kube-a
       }
       const after = await lookups(opsUrl);
       assert.equal(after.fallback - before.fallback, 60, 'fallbacks counted');
+      assert.equal(after.miss - before.miss, 0, 'with the API unreachable these are fallbacks, not misses');
       assert.equal(after.hit - before.hit, 40, 'cached pods still hit');
       assert.equal(agent.child.exitCode, null, 'the agent keeps running');
       assert.equal((await fetch(`${opsUrl}/healthz`)).status, 200);
