@@ -58,28 +58,36 @@ export class AgentMetrics {
       },
     });
 
-    this.errors = new Counter({ name: 'logship_agent_errors_total', help: 'Problems by reason (a fixed set).', labelNames: ['reason'], registers: [registry] });
-    for (const reason of ERROR_REASONS) this.errors.inc({ reason }, 0);
-    const fromAssembler: [ErrorReason, () => number][] = [
+    // Reasons counted on the hot path as plain numbers are added at scrape time; the others are
+    // incremented where they happen (see `errors`).
+    const fromCounters: [ErrorReason, () => number][] = [
       ['unparsed', () => counters.unparsed],
       ['truncated', () => counters.truncated + counters.recordsTruncatedToFit],
       ['invalid_utf8', () => counters.invalidUtf8],
       ['kafka_send', () => sources.producer().sendFailures],
     ];
     const lastSeen = new Map<ErrorReason, number>();
-    const errors = this.errors;
+    this.errors = new Counter({
+      name: 'logship_agent_errors_total',
+      help: 'Problems by reason (a fixed set).',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        for (const [reason, read] of fromCounters) {
+          const now = read();
+          const delta = now - (lastSeen.get(reason) ?? 0);
+          if (delta > 0) this.inc({ reason }, delta);
+          lastSeen.set(reason, now);
+        }
+      },
+    });
+    for (const reason of ERROR_REASONS) this.errors.inc({ reason }, 0);
     new Gauge({
       name: 'logship_agent_files_tracked',
       help: 'Log files followed (open, waiting for a descriptor, or draining after rotation).',
       registers: [registry],
       collect() {
         this.set(sources.trackedFiles());
-        for (const [reason, read] of fromAssembler) {
-          const now = read();
-          const delta = now - (lastSeen.get(reason) ?? 0);
-          if (delta > 0) errors.inc({ reason }, delta);
-          lastSeen.set(reason, now);
-        }
       },
     });
     new Gauge({ name: 'logship_agent_files_open', help: 'File descriptors held.', registers: [registry], collect() { this.set(sources.openFiles()); } });

@@ -46,18 +46,16 @@ export class RecordWriter {
 
   build(entry: LogEntry): BuiltRecord {
     const flags = this.extraFlags.length === 0 ? entry.flags : [...entry.flags, ...this.extraFlags];
-    let json = this.render(entry, entry.message, flags);
-    // Fast path: a JSON string of n UTF-16 units is at most 3n UTF-8 bytes.
-    let bytes = json.length * 3 <= this.maxRecordBytes ? -1 : Buffer.byteLength(json);
+    const json = this.render(entry, entry.message, flags);
+    const bytes = Buffer.byteLength(json);
     if (bytes > this.maxRecordBytes) {
       const overhead = bytes - Buffer.byteLength(entry.message);
       const message = cutUtf8(entry.message, Math.max(0, this.maxRecordBytes - overhead - ENVELOPE_SLACK_BYTES));
       const cutFlags = flags.includes(RecordFlag.TRUNCATED) ? flags : [...flags, RecordFlag.TRUNCATED];
-      json = this.render(entry, message, cutFlags);
-      bytes = Buffer.byteLength(json);
-      return { json, bytes, truncated: true };
+      const cut = this.render(entry, message, cutFlags);
+      return { json: cut, bytes: Buffer.byteLength(cut), truncated: true };
     }
-    return { json, bytes: bytes < 0 ? Buffer.byteLength(json) : bytes, truncated: false };
+    return { json, bytes, truncated: false };
   }
 
   private render(entry: LogEntry, message: string, flags: readonly RecordFlag[]): string {

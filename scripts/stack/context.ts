@@ -138,10 +138,8 @@ export function runningPid(paths: StackPaths, name: string): number | undefined 
   const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   try {
+    if (!isAlive(pid)) return undefined;
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-    const status = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = status.slice(status.lastIndexOf(')') + 2, status.lastIndexOf(')') + 3);
-    if (state === 'Z') return undefined;
     return marker && cmdline.includes(marker) ? pid : undefined;
   } catch {
     return undefined;
@@ -163,6 +161,7 @@ export async function stopDaemon(paths: StackPaths, name: string, graceMs = 30_0
   return true;
 }
 
+/** Whether a process exists and is not a zombie (state field of /proc/<pid>/stat, after the command name). */
 function isAlive(pid: number): boolean {
   try {
     const status = readFileSync(`/proc/${pid}/stat`, 'utf8');
