@@ -2,16 +2,14 @@
  * Running the real agent binary in tests, writing CRI logs the way a container runtime does, and
  * reading back what reached Kafka.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { stringify } from 'yaml';
-import { REPO_ROOT } from '../../scripts/stack/context.js';
 import { createKafka } from '../../shared/kafka.js';
 import type { LogRecord } from '../../shared/record.js';
+import { startLogshipProcess, type LogshipProcess, type ProcessUser } from './process.js';
 import { kafkaConfig, stack, testLogger, uniqueName, waitFor } from './stack.js';
 
 export interface PodDir {
@@ -41,15 +39,7 @@ export function appendLines(file: string, lines: string[]): void {
   appendFileSync(file, lines.join(''));
 }
 
-export interface AgentProcess {
-  child: ChildProcess;
-  opsUrl: Promise<string>;
-  logs: () => string;
-  /** Sends SIGTERM and resolves with the exit code. */
-  stop: () => Promise<number | null>;
-  kill9: () => Promise<void>;
-  exited: Promise<number | null>;
-}
+export type AgentProcess = LogshipProcess;
 
 export interface AgentTestConfig {
   root: string;
@@ -83,11 +73,7 @@ export function agentConfigFile(options: AgentTestConfig): string {
   return file;
 }
 
-/** Who the agent process runs as; by default the test runner's own user. */
-export interface AgentProcessUser {
-  uid?: number;
-  gid?: number;
-}
+export type AgentProcessUser = ProcessUser;
 
 /**
  * Starts `logship-agent --config <file>` as a child process (through tsx, from the source). With
@@ -95,38 +81,7 @@ export interface AgentProcessUser {
  * config file, the log root and the state folder must then be reachable by that user.
  */
 export function startAgentProcess(configFile: string, env: NodeJS.ProcessEnv = {}, user: AgentProcessUser = {}): AgentProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'agent', 'main.ts'), '--config', configFile], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    ...(user.uid === undefined ? {} : { uid: user.uid }),
-    ...(user.gid === undefined ? {} : { gid: user.gid }),
-  });
-  let output = '';
-  let resolveUrl: (url: string) => void = () => undefined;
-  const opsUrl = new Promise<string>((resolve) => (resolveUrl = resolve));
-  const onData = (chunk: Buffer): void => {
-    output += chunk.toString();
-    const match = /"address":"([\d.]+:\d+)".*ops server listening/.exec(output);
-    if (match?.[1]) resolveUrl(`http://${match[1]}`);
-  };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  return {
-    child,
-    opsUrl,
-    logs: () => output,
-    exited,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-    kill9: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    },
-  };
+  return startLogshipProcess('agent', configFile, env, user);
 }
 
 /** Reads a Prometheus metric value (sum over label sets matching `labels`) from an ops server. */

@@ -1,0 +1,112 @@
+/**
+ * The aggregator's Prometheus metrics. Label values come from fixed sets (sink names from the config,
+ * dead-letter reasons, sink outcomes); the only open-ended labels are topic and partition on the lag
+ * gauge, removed when the partition is no longer owned.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { PartitionProgress } from './offset-tracker.js';
+
+export interface AggregatorMetricSources {
+  progress: () => PartitionProgress[];
+  heldBytes: () => number;
+}
+
+export class AggregatorMetrics {
+  readonly messagesIn: Counter;
+  readonly recordsIn: Counter;
+  readonly bytesIn: Counter;
+  readonly recordsOut: Counter<'sink'>;
+  readonly bytesOut: Counter<'sink'>;
+  readonly batchRecords: Histogram<'sink'>;
+  readonly batchBytes: Histogram<'sink'>;
+  readonly flushSeconds: Histogram<'sink'>;
+  readonly retries: Counter<'sink'>;
+  readonly sinkErrors: Counter<'sink' | 'result'>;
+  readonly deadLetters: Counter<'reason' | 'sink'>;
+  readonly endToEndDelay: Histogram<'sink'>;
+  readonly commits: Counter;
+  readonly commitFailures: Counter;
+  readonly rebalances: Counter;
+  readonly fetchPausedSeconds: Counter;
+
+  constructor(registry: Registry, sources: AggregatorMetricSources) {
+    const registers = [registry];
+    this.messagesIn = new Counter({ name: 'logship_aggregator_messages_in_total', help: 'Kafka messages fetched and handed to the pipeline.', registers });
+    this.recordsIn = new Counter({ name: 'logship_aggregator_records_in_total', help: 'Records decoded from Kafka messages (poison excluded).', registers });
+    this.bytesIn = new Counter({ name: 'logship_aggregator_bytes_in_total', help: 'Bytes of Kafka message values fetched.', registers });
+    this.recordsOut = new Counter({ name: 'logship_aggregator_sink_records_total', help: 'Records written by each sink.', labelNames: ['sink'], registers });
+    this.bytesOut = new Counter({ name: 'logship_aggregator_sink_bytes_total', help: 'Record bytes written by each sink (before compression).', labelNames: ['sink'], registers });
+    this.batchRecords = new Histogram({
+      name: 'logship_aggregator_sink_batch_records',
+      help: 'Records per batch sent to a sink.',
+      labelNames: ['sink'],
+      buckets: [1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000],
+      registers,
+    });
+    this.batchBytes = new Histogram({
+      name: 'logship_aggregator_sink_batch_bytes',
+      help: 'Bytes per batch sent to a sink.',
+      labelNames: ['sink'],
+      buckets: [1 << 10, 16 << 10, 128 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20],
+      registers,
+    });
+    this.flushSeconds = new Histogram({
+      name: 'logship_aggregator_sink_flush_seconds',
+      help: 'Time to write one batch to a sink, retries included.',
+      labelNames: ['sink'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    });
+    this.retries = new Counter({ name: 'logship_aggregator_sink_retries_total', help: 'Sends retried after a retryable failure.', labelNames: ['sink'], registers });
+    this.sinkErrors = new Counter({
+      name: 'logship_aggregator_sink_errors_total',
+      help: 'Failed sends by outcome: retryable (tried again) or rejected (the batch went to the dead letter).',
+      labelNames: ['sink', 'result'],
+      registers,
+    });
+    this.deadLetters = new Counter({
+      name: 'logship_aggregator_dead_letters_total',
+      help: 'Records written to the dead-letter topic, by reason and sink ("" for poison that reached no sink).',
+      labelNames: ['reason', 'sink'],
+      registers,
+    });
+    this.endToEndDelay = new Histogram({
+      name: 'logship_aggregator_end_to_end_delay_seconds',
+      help: 'Time from a record\'s own @timestamp to its delivery by a sink.',
+      labelNames: ['sink'],
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600],
+      registers,
+    });
+    this.commits = new Counter({ name: 'logship_aggregator_commits_total', help: 'Offset commits that succeeded.', registers });
+    this.commitFailures = new Counter({ name: 'logship_aggregator_commit_failures_total', help: 'Offset commits that failed (rebalance, broker unavailable).', registers });
+    this.rebalances = new Counter({ name: 'logship_aggregator_rebalances_total', help: 'Group rebalances this member went through (its uncommitted work is redone).', registers });
+    this.fetchPausedSeconds = new Counter({ name: 'logship_aggregator_fetch_paused_seconds_total', help: 'Time fetching waited because the bytes held in the pipeline reached maxInFlightBytes.', registers });
+
+    new Gauge({
+      name: 'logship_aggregator_held_bytes',
+      help: 'Bytes of fetched messages not yet written by every sink.',
+      registers,
+      collect() {
+        this.set(sources.heldBytes());
+      },
+    });
+    new Gauge({
+      name: 'logship_aggregator_assigned_partitions',
+      help: 'Topic-partitions this member consumes.',
+      registers,
+      collect() {
+        this.set(sources.progress().length);
+      },
+    });
+    new Gauge({
+      name: 'logship_aggregator_consumer_lag',
+      help: 'Messages per topic-partition between the high watermark and the committed offset.',
+      labelNames: ['topic', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of sources.progress()) this.set({ topic: p.topic, partition: String(p.partition) }, Math.max(0, p.highWatermark - p.committed));
+      },
+    });
+  }
+}

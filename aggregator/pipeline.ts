@@ -1,0 +1,303 @@
+/**
+ * Wires the aggregator: consume → decode → batch per sink → sinks[], with one offset tracker
+ * committing the contiguous prefix every sink acknowledged, backpressure on the bytes held, dead
+ * letters, metrics, health and an ordered shutdown. The only file that knows every component.
+ */
+import type { Registry } from 'prom-client';
+import { createKafka } from '../shared/kafka.js';
+import { describeError } from '../shared/errors.js';
+import { RateLimitedLog, type Logger } from '../shared/logger.js';
+import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
+import type { ShutdownCoordinator } from '../shared/shutdown.js';
+import { abortableSleep } from '../shared/retry.js';
+import { BATCH_DEFAULTS, type AggregatorConfig, type SinkConfig } from './config.js';
+import { LogConsumer, type FetchedBatch } from './consumer.js';
+import { DeadLetterQueue } from './dead-letter.js';
+import { AggregatorMetrics } from './metrics.js';
+import { OffsetTracker } from './offset-tracker.js';
+import { decodeMessage, type PoisonRecord } from './record-decoder.js';
+import { recordFilter } from './routing.js';
+import type { Sink, SinkRecord } from './sink.js';
+import { SinkRunner } from './sink-runner.js';
+import { createElasticsearchSink } from './sinks/elasticsearch.js';
+import { createS3NdjsonSink } from './sinks/s3-ndjson.js';
+
+export interface RunningAggregator {
+  readonly opsUrl: string;
+  readonly registry: Registry;
+}
+
+/** Messages decoded and handed on per step; between steps, memory and rebalances are checked. */
+const CHUNK_MESSAGES = 256;
+const PAUSE_POLL_MS = 50;
+const ERROR_LOG_INTERVAL_MS = 30_000;
+
+/** The sink registry: one line per sink type. */
+function createSink(config: SinkConfig, logger: Logger): Sink {
+  const deps = { logger: logger.child({ sink: config.name }) };
+  if (config.type === 's3' && config.s3) return createS3NdjsonSink(config.name, config.s3, deps);
+  if (config.type === 'elasticsearch' && config.elasticsearch) return createElasticsearchSink(config.name, config.elasticsearch, deps);
+  throw new Error(`sink ${config.name}: no settings for type ${config.type}`);
+}
+
+export async function startAggregator(config: AggregatorConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAggregator> {
+  const registry = createMetricsRegistry();
+  const kafka = createKafka(config.kafka, logger);
+  const tracker = new OffsetTracker(config.sinks.map((s) => s.name));
+  const metrics = new AggregatorMetrics(registry, { progress: () => tracker.progress(), heldBytes: () => tracker.heldBytes });
+  const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
+  const deadLetters = new DeadLetterQueue(
+    kafka,
+    { topic: config.deadLetter.topic, maxRecordBytes: config.deadLetter.maxRecordBytes, retryInitialDelayMs: 200, retryMaxDelayMs: 10_000 },
+    logger.child({ component: 'dead-letter' }),
+  );
+
+  const sinks = config.sinks.map((c) => createSink(c, logger));
+  const runners = config.sinks.map((c, i) => {
+    const defaults = BATCH_DEFAULTS[c.type];
+    const sink = sinks[i];
+    if (sink === undefined) throw new Error('sink list out of step');
+    return new SinkRunner(
+      sink,
+      {
+        maxBatchBytes: c.batch.maxBytes ?? defaults.maxBytes,
+        maxBatchRecords: c.batch.maxRecords ?? defaults.maxRecords,
+        maxBatchAgeMs: c.batch.maxAgeMs ?? defaults.maxAgeMs,
+        concurrency: c.concurrency ?? defaults.concurrency,
+        retryInitialDelayMs: c.retry.initialDelayMs,
+        retryMaxDelayMs: c.retry.maxDelayMs,
+        filter: recordFilter(c.routing),
+      },
+      {
+        deadLetters,
+        metrics,
+        logger: logger.child({ sink: c.name }),
+        onAck: (topic, partition, endOffset) => {
+          tracker.ack(c.name, topic, partition, endOffset);
+          commits.maybeCommitEarly();
+        },
+      },
+    );
+  });
+
+  // ---- state per consumer-group generation ------------------------------------------------------
+  let generation = 0;
+  /** Settles when the previous generation's in-flight sends have stopped. */
+  let settled: Promise<unknown> = Promise.resolve();
+  /** Aborts the dead-letter writes of the current generation's poison. */
+  let generationAbort = new AbortController();
+
+  function reset(reason: string): void {
+    // Always reset, even with nothing held: sinks drop what they cached about partitions that may
+    // now belong to another member.
+    if (tracker.progress().length > 0) metrics.rebalances.inc();
+    generation++;
+    // Offsets every sink already wrote are committed first when the group still accepts them.
+    const pending = tracker.pendingCommits();
+    void commits.commitNow(pending);
+    generationAbort.abort();
+    generationAbort = new AbortController();
+    tracker.clear();
+    settled = Promise.all([settled, ...runners.map((r) => r.reset())]);
+    logger.info({ reason, generation }, 'pipeline state reset; uncommitted records will be re-read');
+  }
+
+  const commits = new CommitLoop(config.kafka.commitIntervalMs, config.kafka.commitThreshold, tracker, metrics, logger, (offsets) => consumer.commit(offsets));
+
+  async function waitForRoom(batch: FetchedBatch, startGeneration: number): Promise<boolean> {
+    if (tracker.heldBytes < config.records.maxInFlightBytes) return true;
+    const started = performance.now();
+    try {
+      while (tracker.heldBytes >= config.records.maxInFlightBytes) {
+        if (!batch.isActive() || generation !== startGeneration || stopping) return false;
+        // Open batches hold bytes too: send the largest ones now instead of waiting for their age.
+        for (const runner of runners) runner.sealLargest();
+        await abortableSleep(PAUSE_POLL_MS);
+        await batch.heartbeat();
+      }
+      return true;
+    } finally {
+      metrics.fetchPausedSeconds.inc((performance.now() - started) / 1000);
+    }
+  }
+
+  async function handleBatch(batch: FetchedBatch): Promise<void> {
+    await settled;
+    const startGeneration = generation;
+    const superseded = (): boolean => generation !== startGeneration || stopping;
+    const { topic, partition, messages } = batch;
+    for (let i = 0; i < messages.length; i += CHUNK_MESSAGES) {
+      if (!(await waitForRoom(batch, startGeneration))) return;
+      if (!batch.isActive() || superseded()) return;
+      const chunk = messages.slice(i, i + CHUNK_MESSAGES);
+      const first = chunk[0];
+      const last = chunk[chunk.length - 1];
+      if (first === undefined || last === undefined) continue;
+      const records: SinkRecord[] = [];
+      const poison: PoisonRecord[] = [];
+      let bytes = 0;
+      for (const message of chunk) {
+        bytes += message.value?.length ?? 0;
+        const decoded = decodeMessage(topic, partition, message.offset, message.value, config.records);
+        for (const r of decoded.records) records.push(r);
+        for (const p of decoded.poison) poison.push(p);
+      }
+      if (poison.length > 0) {
+        // Written before the offsets are handed on: acknowledged offsets never hide a lost record.
+        try {
+          await deadLetters.send(poison, generationAbort.signal);
+        } catch (error) {
+          if (superseded()) return;
+          throw error;
+        }
+        for (const p of poison) metrics.deadLetters.inc({ reason: p.reason, sink: '' });
+        errorLog.warn(`poison:${poison[0]?.reason ?? ''}`, { topic, partition, offset: poison[0]?.offset, count: poison.length, detail: poison[0]?.detail }, 'records that cannot be delivered sent to the dead letter');
+      }
+      if (superseded()) return;
+      const endOffset = last.offset + 1;
+      metrics.messagesIn.inc(chunk.length);
+      metrics.recordsIn.inc(records.length);
+      metrics.bytesIn.inc(bytes);
+      tracker.ingest(topic, partition, first.offset, endOffset, bytes, batch.highWatermark);
+      for (const runner of runners) runner.append(topic, partition, first.offset, endOffset, records);
+      batch.resolveOffset(last.offset);
+    }
+    tracker.noteHighWatermark(topic, partition, batch.highWatermark);
+  }
+
+  let stopping = false;
+  const consumer = new LogConsumer(
+    kafka,
+    {
+      groupId: config.kafka.groupId,
+      topics: config.kafka.topics,
+      topicPattern: config.kafka.topicPattern === undefined ? undefined : new RegExp(config.kafka.topicPattern),
+      excludeTopics: [config.deadLetter.topic],
+      topicRefreshIntervalMs: config.kafka.topicRefreshIntervalMs,
+      fromBeginning: config.kafka.fromBeginning,
+      sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+      rebalanceTimeoutMs: config.kafka.rebalanceTimeoutMs,
+      heartbeatIntervalMs: config.kafka.heartbeatIntervalMs,
+      maxBytesPerPartition: config.kafka.maxBytesPerPartition,
+      maxBytes: config.kafka.maxFetchBytes,
+      maxWaitTimeMs: config.kafka.maxWaitTimeMs,
+    },
+    {
+      onBatch: handleBatch,
+      onAssignment: (assignment) => {
+        assigned = Object.values(assignment).reduce((n, partitions) => n + partitions.length, 0);
+      },
+      onReset: reset,
+    },
+    logger.child({ component: 'consumer' }),
+  );
+  let assigned = 0;
+  let started = false;
+
+  // Shutdown: stop fetching → flush every sink → commit → leave the group → close the rest.
+  shutdown
+    .register('stop fetching', () => {
+      stopping = true;
+      consumer.pauseAll();
+    })
+    .register('flush sinks', async (signal) => {
+      const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      for (const runner of runners) runner.sealAll();
+      await Promise.race([Promise.all(runners.map((r) => r.drained())), aborted]);
+    })
+    .register('commit', async () => {
+      commits.stop();
+      await commits.commitNow(tracker.pendingCommits());
+    })
+    .register('leave group', () => consumer.close())
+    .register('close sinks', async () => {
+      await Promise.all(runners.map((r) => r.close()));
+      await Promise.all(sinks.map((s) => s.close()));
+      await deadLetters.close();
+    });
+
+  const ops = await startOpsServer({
+    host: config.ops.host,
+    port: config.ops.port,
+    registry,
+    logger,
+    readiness: {
+      consumer: () => started && !stopping,
+      ...Object.fromEntries(
+        sinks.map((sink) => [
+          `sink:${sink.name}`,
+          async () => {
+            try {
+              await sink.healthcheck(AbortSignal.timeout(5_000));
+              return true;
+            } catch (error) {
+              errorLog.warn(`health:${sink.name}`, { sink: sink.name, err: error }, `sink ${sink.name} health check failed: ${describeError(error)}`);
+              return false;
+            }
+          },
+        ]),
+      ),
+    },
+  });
+  shutdown.register('stop ops server', () => ops.close());
+
+  const startSignal = AbortSignal.timeout(60_000);
+  await Promise.all(sinks.map((s) => s.start(startSignal)));
+  await deadLetters.connect();
+  await consumer.start();
+  commits.start();
+  started = true;
+  logger.info({ groupId: config.kafka.groupId, topics: consumer.topics, sinks: config.sinks.map((s) => `${s.name}:${s.type}`), assigned }, 'aggregator started');
+  return { opsUrl: ops.url, registry };
+}
+
+/** Commits acknowledged offsets every `intervalMs`, and early once `threshold` messages wait. One commit at a time. */
+class CommitLoop {
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<void> = Promise.resolve();
+  private committing = false;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly threshold: number,
+    private readonly tracker: OffsetTracker,
+    private readonly metrics: AggregatorMetrics,
+    private readonly logger: Logger,
+    private readonly commit: (offsets: { topic: string; partition: number; offset: number }[]) => Promise<void>,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      void this.commitNow(this.tracker.pendingCommits());
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  maybeCommitEarly(): void {
+    if (this.threshold > 0 && !this.committing && this.tracker.uncommittedMessages() >= this.threshold) void this.commitNow(this.tracker.pendingCommits());
+  }
+
+  /** Commits the given offsets after any commit in flight; failures are logged and counted, never thrown. */
+  commitNow(offsets: { topic: string; partition: number; offset: number }[]): Promise<void> {
+    if (offsets.length === 0) return this.inFlight;
+    this.inFlight = this.inFlight.then(async () => {
+      this.committing = true;
+      try {
+        await this.commit(offsets);
+        for (const o of offsets) this.tracker.markCommitted(o.topic, o.partition, o.offset);
+        this.metrics.commits.inc();
+      } catch (error) {
+        // A rebalance or an unavailable coordinator: the offsets are committed later or re-read.
+        this.metrics.commitFailures.inc();
+        this.logger.warn({ err: error, partitions: offsets.length }, `offset commit failed: ${describeError(error)}`);
+      } finally {
+        this.committing = false;
+      }
+    });
+    return this.inFlight;
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The one contract every sink implements. A sink turns a batch into a write and says how it went;
+ * batching, retries with backoff, concurrency, dead letters, metrics and offset acknowledgement live
+ * in the sink runner (`sink-runner.ts`), never inside a sink.
+ */
+import type { SinkError } from '../shared/errors.js';
+
+/** The fields of a record the aggregator itself needs (partitioning, index names, `_id`, routing). */
+export interface RecordFields {
+  /** `@timestamp` as written by the agent (RFC 3339, nanoseconds). */
+  readonly timestamp: string;
+  /** `@timestamp` in milliseconds since the epoch (UTC). */
+  readonly timeMs: number;
+  readonly eventId: string;
+  readonly cluster: string;
+  readonly namespace: string;
+  readonly pod: string;
+  readonly container: string;
+}
+
+/** One log record as it came out of Kafka: its JSON line, untouched, and where it sits. */
+export interface SinkRecord {
+  readonly topic: string;
+  readonly partition: number;
+  /** Offset of the Kafka message holding the record (a message holds one or more NDJSON records). */
+  readonly offset: number;
+  /** Position of the record within its message. */
+  readonly index: number;
+  /** The record's JSON, one line, without the trailing newline; written to sinks as it came. */
+  readonly line: Buffer;
+  readonly fields: RecordFields;
+}
+
+/**
+ * What a sink is asked to write: the records routed to it from one topic-partition, covering the
+ * message offsets `[firstOffset, endOffset)`. Offsets in that range whose records were routed
+ * elsewhere (or dead-lettered before reaching the sink) still count as covered: once the send is
+ * delivered, the whole range is acknowledged for this sink. A batch may hold no records at all.
+ */
+export interface Batch {
+  readonly topic: string;
+  readonly partition: number;
+  readonly firstOffset: number;
+  readonly endOffset: number;
+  readonly records: readonly SinkRecord[];
+  /** Sum of `line.length` over the records. */
+  readonly bytes: number;
+}
+
+/** A fixed set of reasons a record goes to the dead-letter destination; also a metric label. */
+export const DeadLetterReason = {
+  /** The Kafka message value, or one of its lines, is not a JSON object. */
+  INVALID_JSON: 'invalid_json',
+  /** The record lacks a field the aggregator needs (`@timestamp`, `event_id`, `kubernetes.namespace`…). */
+  MISSING_FIELD: 'missing_field',
+  /** The record is larger than `maxRecordBytes`. */
+  TOO_LARGE: 'too_large',
+  /** The sink refused the record for good (an Elasticsearch mapping conflict, a 4xx item). */
+  REJECTED: 'rejected',
+} as const;
+
+export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
+
+export interface RejectedRecord {
+  readonly record: SinkRecord;
+  readonly reason: DeadLetterReason;
+  /** What the sink said, e.g. Elasticsearch's item error type and reason. No credentials. */
+  readonly detail: string;
+}
+
+export type SendResult =
+  /** Written durably. `rejected` records were refused for good and go to the dead letter. */
+  | { readonly status: 'delivered'; readonly rejected?: readonly RejectedRecord[]; readonly retried?: number }
+  /**
+   * Nothing, or not everything, was written, and trying again can succeed. `pending` names the
+   * records still to write (the rest were written); absent means the whole batch. The runner waits
+   * (at least `retryAfterMs`) and sends again a batch with the same offsets and the pending records.
+   */
+  | { readonly status: 'retryable'; readonly error: SinkError; readonly retryAfterMs?: number; readonly pending?: readonly SinkRecord[]; readonly rejected?: readonly RejectedRecord[] }
+  /** The whole batch was refused for good: every record goes to the dead letter with this error. */
+  | { readonly status: 'rejected'; readonly error: SinkError };
+
+export interface Sink {
+  /** The sink's configured name: metric label, log field, dead-letter context. */
+  readonly name: string;
+  /** Prepare the destination (install an index template, check the bucket); called once at start. */
+  start(signal: AbortSignal): Promise<void>;
+  /**
+   * Write one batch. The runner calls it for one topic-partition at a time, in offset order, never
+   * with two sends of the same partition in flight. Must honour `signal` (abort in-flight requests).
+   * Throwing is treated as `retryable` when `isRetriable(error)`, else as `rejected`.
+   */
+  send(batch: Batch, signal: AbortSignal): Promise<SendResult>;
+  /**
+   * The partition is no longer owned (revoked, or its pipeline state reset after a rebalance): drop
+   * anything cached about it. The next send for it starts from the committed offset.
+   */
+  release(topic: string, partition: number): void;
+  /** Cheap liveness check of the destination, for /readyz. */
+  healthcheck(signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}

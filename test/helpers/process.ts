@@ -1,0 +1,61 @@
+/**
+ * Runs the project's binaries as child processes in tests: their ops URL (from the start-up log),
+ * their output, SIGTERM and kill -9.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../scripts/stack/context.js';
+
+export interface LogshipProcess {
+  child: ChildProcess;
+  opsUrl: Promise<string>;
+  logs: () => string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop: () => Promise<number | null>;
+  kill9: () => Promise<void>;
+  exited: Promise<number | null>;
+}
+
+/** Who the process runs as; by default the test runner's own user. */
+export interface ProcessUser {
+  uid?: number;
+  gid?: number;
+}
+
+/** Starts `logship-<binary> --config <file>` as a child process (through tsx, from the source), optionally as another user. */
+export function startLogshipProcess(binary: 'agent' | 'aggregator', configFile: string, env: NodeJS.ProcessEnv = {}, user: ProcessUser = {}): LogshipProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, binary, 'main.ts'), '--config', configFile], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(user.uid === undefined ? {} : { uid: user.uid }),
+    ...(user.gid === undefined ? {} : { gid: user.gid }),
+  });
+  let output = '';
+  let resolveUrl: (url: string) => void = () => undefined;
+  const opsUrl = new Promise<string>((resolve) => (resolveUrl = resolve));
+  const onData = (chunk: Buffer): void => {
+    output += chunk.toString();
+    const match = /"address":"([\d.]+:\d+)".*ops server listening/.exec(output);
+    if (match?.[1]) resolveUrl(`http://${match[1]}`);
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  return {
+    child,
+    opsUrl,
+    logs: () => output,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    kill9: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+

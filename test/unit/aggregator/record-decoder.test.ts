@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decodeMessage } from '../../../aggregator/record-decoder.js';
+import { DeadLetterReason } from '../../../aggregator/sink.js';
+
+const options = { maxRecordBytes: 4096 };
+
+function record(n: number, namespace = 'payments'): string {
+  return JSON.stringify({
+    '@timestamp': '2026-11-22T04:17:19.123456789Z',
+    message: `line ${String(n)}`,
+    stream: 'stdout',
+    event_id: `id-${String(n)}`,
+    kubernetes: { cluster: 'prod', node: 'n1', namespace, pod: 'api-1', pod_uid: 'u', container: 'api', labels: {}, annotations: {}, namespace_labels: {} },
+    log: { file: '/x', offset: n },
+  });
+}
+
+describe('decodeMessage', () => {
+  it('splits an NDJSON value into records, keeping each line\'s bytes untouched', () => {
+    const lines = [record(1), record(2, 'web'), record(3)];
+    const value = Buffer.from(`${lines.join('\n')}\n`);
+    const { records, poison } = decodeMessage('logs.prod.payments', 2, 77, value, options);
+    assert.equal(poison.length, 0);
+    assert.deepEqual(records.map((r) => r.line.toString()), lines);
+    assert.deepEqual(records.map((r) => r.index), [0, 1, 2]);
+    assert.equal(records[1]?.fields.namespace, 'web');
+    assert.equal(records[0]?.fields.eventId, 'id-1');
+    assert.equal(records[0].fields.timeMs, Date.UTC(2026, 10, 22, 4, 17, 19, 123));
+    assert.equal(records[0].offset, 77);
+  });
+
+  it('sends lines that are not records to the dead letter with a reason, keeping the good ones', () => {
+    const huge = JSON.stringify({ pad: 'x'.repeat(5000) });
+    const value = Buffer.from(`${record(1)}\nnot json\n[1,2]\n{"@timestamp":"nope","event_id":"a","kubernetes":{"namespace":"n","cluster":"c"}}\n{"event_id":"b"}\n${huge}\n`);
+    const { records, poison } = decodeMessage('t', 0, 5, value, options);
+    assert.equal(records.length, 1);
+    assert.deepEqual(
+      poison.map((p) => p.reason),
+      [DeadLetterReason.INVALID_JSON, DeadLetterReason.INVALID_JSON, DeadLetterReason.MISSING_FIELD, DeadLetterReason.MISSING_FIELD, DeadLetterReason.TOO_LARGE],
+    );
+    assert.equal(poison[0]?.line.toString(), 'not json');
+  });
+
+  it('treats an empty or null value as poison', () => {
+    assert.equal(decodeMessage('t', 0, 1, null, options).poison[0]?.reason, DeadLetterReason.INVALID_JSON);
+    assert.equal(decodeMessage('t', 0, 1, Buffer.alloc(0), options).poison.length, 1);
+  });
+
+  it('accepts a value without the trailing newline', () => {
+    assert.equal(decodeMessage('t', 0, 1, Buffer.from(record(9)), options).records.length, 1);
+  });
+});
