@@ -47,7 +47,7 @@ describe('aggregator: kill -9 during a 200,000-record run with two members', () 
   });
 
   after(async () => {
-    await Promise.all(members.map((m) => m?.kill9()));
+    await Promise.all(members.flatMap((m) => (m === undefined ? [] : [m.kill9()])));
     await producer.deleteTopics([...topics, dlq]);
     await producer.close();
     await deleteS3Prefix(s3, name);

@@ -1,0 +1,349 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { Batch, SendResult, SinkRecord } from '../../aggregator/sink.js';
+import { createS3NdjsonSink, s3SinkOptionsSchema } from '../../aggregator/sinks/s3-ndjson.js';
+import { ErrorCode, SinkError } from '../../shared/errors.js';
+import { Field, KubernetesField, LogField, type LogRecord } from '../../shared/record.js';
+import { createS3Client } from '../../shared/s3.js';
+import { s3Config, testLogger, uniqueName, waitFor } from '../helpers/stack.js';
+
+const HOUR_MS = 3_600_000;
+const BASE_MS = Date.parse('2026-11-22T04:00:00Z');
+const TOPIC = 'logs.it.payments';
+const PARTITION = 3;
+
+const { bucket, ...connection } = s3Config();
+const s3 = createS3Client(connection);
+const logger = testLogger();
+
+interface RecordSpec {
+  offset: number;
+  index?: number;
+  namespace?: string;
+  timeMs?: number;
+  message?: string;
+}
+
+/** A record as the agent writes it, keyed by shared/record.ts constants, and as the runner hands it to a sink. */
+function sinkRecord(spec: RecordSpec): SinkRecord {
+  const index = spec.index ?? 0;
+  const namespace = spec.namespace ?? 'payments';
+  const timeMs = spec.timeMs ?? BASE_MS;
+  const timestamp = new Date(timeMs).toISOString();
+  const eventId = `${TOPIC}:${PARTITION}:${spec.offset}:${index}`;
+  const pod = `api-${namespace}`;
+  const record: LogRecord = {
+    [Field.TIMESTAMP]: timestamp,
+    [Field.MESSAGE]: spec.message ?? `line ${spec.offset}.${index}`,
+    [Field.STREAM]: 'stdout',
+    [Field.EVENT_ID]: eventId,
+    [Field.KUBERNETES]: {
+      [KubernetesField.CLUSTER]: 'it',
+      [KubernetesField.NODE]: 'node-1',
+      [KubernetesField.NAMESPACE]: namespace,
+      [KubernetesField.POD]: pod,
+      [KubernetesField.POD_UID]: 'uid-1',
+      [KubernetesField.CONTAINER]: 'api',
+      [KubernetesField.LABELS]: { app: 'api' },
+      [KubernetesField.ANNOTATIONS]: {},
+      [KubernetesField.NAMESPACE_LABELS]: {},
+    },
+    [Field.LOG]: { [LogField.FILE]: `/var/log/pods/${namespace}_${pod}_uid-1/api/0.log`, [LogField.OFFSET]: spec.offset * 1000 + index },
+  };
+  return {
+    topic: TOPIC,
+    partition: PARTITION,
+    offset: spec.offset,
+    index,
+    line: Buffer.from(JSON.stringify(record)),
+    fields: { timestamp, timeMs, eventId, cluster: 'it', namespace, pod, container: 'api' },
+  };
+}
+
+function batch(firstOffset: number, endOffset: number, records: readonly SinkRecord[]): Batch {
+  const inRange = records.filter((r) => r.offset >= firstOffset && r.offset < endOffset);
+  return { topic: TOPIC, partition: PARTITION, firstOffset, endOffset, records: inRange, bytes: inRange.reduce((n, r) => n + r.line.length, 0) };
+}
+
+/** Offsets [from, to), one record each, alternating two namespaces, one hour per 40 offsets. */
+function stream(from: number, to: number): SinkRecord[] {
+  const records = [];
+  for (let offset = from; offset < to; offset++) {
+    records.push(sinkRecord({ offset, namespace: offset % 2 === 0 ? 'ns-a' : 'ns-b', timeMs: BASE_MS + Math.floor(offset / 40) * HOUR_MS + offset }));
+  }
+  return records;
+}
+
+function sinkFor(prefix: string, overrides: Record<string, unknown> = {}) {
+  const options = s3SinkOptionsSchema.parse({ bucket, prefix, connection, ...overrides });
+  return createS3NdjsonSink('s3-it', options, { logger });
+}
+
+async function listKeys(client: S3Client, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/`, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
+    token = page.NextContinuationToken;
+  } while (token !== undefined);
+  return keys.sort();
+}
+
+async function getBytes(key: string): Promise<Buffer> {
+  const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const bytes = await object.Body?.transformToByteArray();
+  assert.ok(bytes, `no body for ${key}`);
+  return Buffer.from(bytes);
+}
+
+/** The NDJSON lines of every data object under the prefix, by key. */
+async function readObjects(prefix: string): Promise<Map<string, string[]>> {
+  const objects = new Map<string, string[]>();
+  for (const key of await listKeys(s3, prefix)) {
+    if (!key.endsWith('.ndjson.gz')) continue;
+    const text = gunzipSync(await getBytes(key)).toString('utf8');
+    assert.ok(text.endsWith('\n'), `${key} ends with a newline`);
+    objects.set(key, text.slice(0, -1).split('\n'));
+  }
+  return objects;
+}
+
+function eventIds(objects: Map<string, string[]>): string[] {
+  return [...objects.values()].flat().map((line) => (JSON.parse(line) as LogRecord)[Field.EVENT_ID]);
+}
+
+async function readMarker(prefix: string): Promise<unknown> {
+  return JSON.parse((await getBytes(`${prefix}/_state/${TOPIC}+${PARTITION}.json`)).toString('utf8')) as unknown;
+}
+
+async function markerExists(prefix: string): Promise<boolean> {
+  try {
+    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}/_state/${TOPIC}+${PARTITION}.json` }));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function deletePrefix(prefix: string): Promise<void> {
+  const keys = await listKeys(s3, prefix);
+  for (let i = 0; i < keys.length; i += 1000) {
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+  }
+}
+
+function assertDelivered(result: SendResult): void {
+  assert.equal(result.status, 'delivered', result.status === 'delivered' ? '' : result.error.message);
+}
+
+describe('S3 NDJSON sink (real MinIO)', () => {
+  const prefixes: string[] = [];
+  const newPrefix = (): string => {
+    const prefix = uniqueName('it-s3sink');
+    prefixes.push(prefix);
+    return prefix;
+  };
+
+  after(async () => {
+    for (const prefix of prefixes) await deletePrefix(prefix);
+    s3.destroy();
+  });
+
+  it('checks the bucket at start: a missing bucket or wrong credentials fail fast with a clear error', async () => {
+    const prefix = newPrefix();
+    const good = sinkFor(prefix);
+    await good.start(AbortSignal.timeout(10_000));
+    await good.healthcheck(AbortSignal.timeout(10_000));
+    await good.close();
+
+    const missing = sinkFor(prefix, { bucket: uniqueName('no-such-bucket') });
+    await assert.rejects(missing.start(AbortSignal.timeout(10_000)), (error: unknown) => {
+      assert.ok(error instanceof SinkError);
+      assert.match(error.message, /does not exist/);
+      assert.equal(error.retriable, false);
+      return true;
+    });
+    await missing.close();
+
+    const secret = 'wrong-secret-0123456789';
+    const denied = sinkFor(prefix, { connection: { ...connection, secretAccessKey: { value: secret } } });
+    await assert.rejects(denied.start(AbortSignal.timeout(10_000)), (error: unknown) => {
+      assert.ok(error instanceof SinkError);
+      assert.match(error.message, /denied/);
+      assert.equal(error.retriable, false);
+      assert.ok(!error.message.includes(secret), 'no credentials in the message');
+      return true;
+    });
+    await denied.close();
+  });
+
+  it('writes one object per namespace and hour, keyed by the first offset of its records, each holding exactly its records in order', async () => {
+    const prefix = newPrefix();
+    const sink = sinkFor(prefix);
+    // 80 offsets over two namespaces and two hours; offset 10 holds two records (one Kafka message, two lines).
+    const records = stream(0, 80);
+    records.splice(11, 0, sinkRecord({ offset: 10, index: 1, namespace: 'ns-a', timeMs: BASE_MS + 10 }));
+    const sent = batch(0, 80, records);
+    assertDelivered(await sink.send(sent, AbortSignal.timeout(30_000)));
+    await sink.close();
+
+    const objects = await readObjects(prefix);
+    const where = (ns: string, hour: string, first: number): string =>
+      `${prefix}/cluster=it/namespace=${ns}/dt=2026-11-22/hour=${hour}/${TOPIC}+${PARTITION}+${first}.ndjson.gz`;
+    assert.deepEqual([...objects.keys()].sort(), [where('ns-a', '04', 0), where('ns-a', '05', 40), where('ns-b', '04', 1), where('ns-b', '05', 41)].sort());
+    const expected = new Map<string, string[]>();
+    for (const r of sent.records) {
+      const key = where(r.fields.namespace, r.offset < 40 ? '04' : '05', (r.offset < 40 ? 0 : 40) + (r.fields.namespace === 'ns-a' ? 0 : 1));
+      expected.set(key, [...(expected.get(key) ?? []), r.line.toString('utf8')]);
+    }
+    for (const [key, lines] of objects) assert.deepEqual(lines, expected.get(key), key);
+    assert.equal([...objects.values()].flat().length, 81, 'N records in, N lines out');
+    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 80 });
+  });
+
+  it('does not duplicate records when a partition is replayed from an earlier committed offset', async () => {
+    const prefix = newPrefix();
+    const all = stream(0, 150);
+
+    const first = sinkFor(prefix);
+    assertDelivered(await first.send(batch(0, 100, all), AbortSignal.timeout(30_000)));
+    await first.close();
+
+    // A restart: the commit was 50 (another sink was slower), so [50, 150) comes again.
+    const second = sinkFor(prefix);
+    assertDelivered(await second.send(batch(50, 150, all), AbortSignal.timeout(30_000)));
+
+    const ids = eventIds(await readObjects(prefix));
+    assert.equal(new Set(ids).size, ids.length, 'no record twice');
+    assert.deepEqual(new Set(ids), new Set(all.map((r) => r.fields.eventId)), 'all 150 present');
+    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 150 });
+
+    // Below the marker a replay writes nothing at all; a released partition re-reads the marker from S3.
+    const before = await listKeys(s3, prefix);
+    second.release(TOPIC, PARTITION);
+    assertDelivered(await second.send(batch(0, 150, all), AbortSignal.timeout(30_000)));
+    assert.deepEqual(await listKeys(s3, prefix), before);
+    await second.close();
+  });
+
+  it('does not duplicate records after a crash between the objects and the marker, with other batch boundaries on replay', async () => {
+    const prefix = newPrefix();
+    const all = stream(0, 250);
+    const sink = sinkFor(prefix);
+    assertDelivered(await sink.send(batch(0, 150, all), AbortSignal.timeout(30_000)));
+    assertDelivered(await sink.send(batch(150, 250, all), AbortSignal.timeout(30_000)));
+    await sink.close();
+    // The process died after the objects of [150, 250) but before their marker: the marker is what it
+    // was before that batch. (Deleting it instead would be a lost marker, not a crash.)
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/_state/${TOPIC}+${PARTITION}.json`, Body: JSON.stringify({ version: 1, endOffset: 150 }) }));
+    const stale = new Set(await listKeys(s3, prefix));
+
+    // The restart replays from commit 120 in shorter batches than before.
+    const restarted = sinkFor(prefix);
+    for (const [from, to] of [[120, 170], [170, 210], [210, 250]] as const) {
+      assertDelivered(await restarted.send(batch(from, to, all), AbortSignal.timeout(30_000)));
+    }
+    await restarted.close();
+
+    const objects = await readObjects(prefix);
+    const ids = eventIds(objects);
+    assert.equal(new Set(ids).size, ids.length, `no record twice (${ids.length - new Set(ids).size} duplicates)`);
+    assert.equal(ids.length, 250, 'all 250 present');
+    assert.ok([...objects.keys()].some((k) => !stale.has(k)), 'the shorter batches wrote some new keys');
+    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 250 });
+  });
+
+  it('writes an object above the multipart threshold with a multipart upload that reads back intact', async () => {
+    const prefix = newPrefix();
+    const MIB = 1024 * 1024;
+    const sink = sinkFor(prefix, { multipartThresholdBytes: 5 * MIB, partSizeBytes: 5 * MIB });
+    // Random base64 barely compresses: ~9 MB of lines make a ~7 MB gzip object, two parts.
+    const records = Array.from({ length: 1500 }, (_, offset) => sinkRecord({ offset, message: randomBytes(4500).toString('base64') }));
+    assertDelivered(await sink.send(batch(0, 1500, records), AbortSignal.timeout(120_000)));
+    await sink.close();
+
+    const keys = (await listKeys(s3, prefix)).filter((k) => k.endsWith('.ndjson.gz'));
+    assert.equal(keys.length, 1);
+    const key = keys[0] ?? '';
+    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    assert.ok((head.ContentLength ?? 0) > 5 * MIB, `object is ${String(head.ContentLength)} bytes`);
+    assert.match(head.ETag ?? '', /-2"?$/, 'a multipart ETag names its part count');
+    const lines = gunzipSync(await getBytes(key)).toString('utf8').split('\n');
+    assert.equal(lines.pop(), '');
+    assert.deepEqual(lines, records.map((r) => r.line.toString('utf8')));
+  });
+
+  it('stops a send when its signal aborts: retryable, no marker, and a later send writes everything once', async () => {
+    const prefix = newPrefix();
+    const sink = sinkFor(prefix, { uploadConcurrency: 1 });
+    // 300 hours: 300 objects written one at a time, so the abort lands mid-batch.
+    const records = Array.from({ length: 300 }, (_, offset) => sinkRecord({ offset, timeMs: BASE_MS + offset * HOUR_MS }));
+
+    const alreadyAborted = await sink.send(batch(0, 300, records), AbortSignal.abort());
+    assert.equal(alreadyAborted.status, 'retryable');
+    assert.deepEqual(await listKeys(s3, prefix), [], 'nothing written for an aborted signal');
+
+    const controller = new AbortController();
+    const sending = sink.send(batch(0, 300, records), controller.signal);
+    await waitFor('the first object', async () => (await listKeys(s3, prefix)).length > 0, 30_000, 5);
+    controller.abort();
+    const result = await sending;
+    assert.equal(result.status, 'retryable');
+    assert.equal(result.error.code, ErrorCode.ABORTED);
+    assert.equal(result.error.retriable, true);
+    const written = await listKeys(s3, prefix);
+    assert.ok(written.length < 300, `the abort stopped the batch (${written.length} of 300 objects)`);
+    assert.equal(await markerExists(prefix), false, 'no marker after an aborted send');
+
+    assertDelivered(await sink.send(batch(0, 300, records), AbortSignal.timeout(120_000)));
+    await sink.close();
+    const ids = eventIds(await readObjects(prefix));
+    assert.equal(ids.length, 300);
+    assert.equal(new Set(ids).size, 300);
+    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 300 });
+  });
+
+  it('aborts a multipart upload when the signal aborts, leaving no parts behind', async () => {
+    const prefix = newPrefix();
+    const MIB = 1024 * 1024;
+    const sink = sinkFor(prefix, { multipartThresholdBytes: 5 * MIB, partSizeBytes: 5 * MIB, uploadConcurrency: 1 });
+    const records = Array.from({ length: 3000 }, (_, offset) => sinkRecord({ offset, message: randomBytes(4500).toString('base64') }));
+    // MinIO lists the uploads of one key only, so ask for the key the batch's single object gets.
+    const key = `${prefix}/cluster=it/namespace=payments/dt=2026-11-22/hour=04/${TOPIC}+${PARTITION}+0.ndjson.gz`;
+    const uploadsInFlight = async (): Promise<number> => ((await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }))).Uploads ?? []).length;
+    const controller = new AbortController();
+    const sending = sink.send(batch(0, 3000, records), controller.signal);
+    await waitFor('a multipart upload to begin', async () => (await uploadsInFlight()) > 0, 60_000, 5);
+    controller.abort();
+    const result = await sending;
+    assert.equal(result.status, 'retryable');
+    assert.equal(await markerExists(prefix), false);
+    await waitFor('the multipart upload to be aborted', async () => (await uploadsInFlight()) === 0, 30_000);
+    assert.deepEqual((await listKeys(s3, prefix)).filter((k) => k.endsWith('.ndjson.gz')), [], 'no object completed');
+    await sink.close();
+  });
+
+  it('refuses records whose time names no day, and writes the rest', async () => {
+    const prefix = newPrefix();
+    const sink = sinkFor(prefix);
+    const records = [sinkRecord({ offset: 0 }), sinkRecord({ offset: 1, timeMs: Date.UTC(12_000, 0, 1) }), sinkRecord({ offset: 2 })];
+    const result = await sink.send(batch(0, 3, records), AbortSignal.timeout(30_000));
+    await sink.close();
+    assert.equal(result.status, 'delivered');
+    assert.deepEqual(result.rejected?.map((r) => r.record.offset), [1]);
+    const ids = eventIds(await readObjects(prefix));
+    assert.deepEqual(ids.sort(), [records[0], records[2]].map((r) => r?.fields.eventId).sort());
+  });
+});
