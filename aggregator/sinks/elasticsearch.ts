@@ -1,0 +1,481 @@
+/**
+ * The Elasticsearch sink: writes each record as one document through the Bulk API, `_id` = the
+ * record's `event_id` (a replay overwrites), into an index named from the record itself
+ * (`logship-{namespace}-{yyyy.MM.dd}`). The document is the record's JSON line as it came from Kafka:
+ * nothing is parsed or re-serialised.
+ *
+ * A batch is split into bulk requests of at most `maxRequestBytes`, `concurrency` of them in flight.
+ * Every item of every response is read: 2xx is written; 429 and 5xx are pending (the runner resends
+ * only those); any other 4xx (a mapping conflict, an id too long) is rejected for good and goes to the
+ * dead letter with Elasticsearch's reason. A request that fails as a whole (unreachable, timeout, 429,
+ * 5xx, and also 401/403 or another 4xx: an auth problem must not dead-letter the data) leaves its
+ * records pending. Retries, backoff, metrics and dead letters are the runner's.
+ *
+ * The default index name does not start with `logs-`: on the default distribution `logs-*-*` belongs
+ * to the built-in data stream template (priority 100) and to Fleet integrations (priority 200); a
+ * `logs-<namespace>-<date>` index would become a data stream without our template, and our template
+ * would take over (or collide with) theirs with it.
+ *
+ * Data streams are not supported: they accept only `create`, which does not overwrite, and a replay
+ * that reaches a data stream after a rollover lands in a new backing index as a duplicate. Daily
+ * indices keep "a replay overwrites" true.
+ */
+import { errors, type Client, type estypes } from '@elastic/elasticsearch';
+import { z } from 'zod';
+import { createElasticsearchClient, elasticsearchConnectionSchema } from '../../shared/elasticsearch.js';
+import { ConfigError, ErrorCode, SinkError } from '../../shared/errors.js';
+import { RateLimitedLog, redactUrlCredentials, type Logger } from '../../shared/logger.js';
+import { DEFAULT_TEMPLATE_PRIORITY, indexTemplateBody } from '../elasticsearch-template.js';
+import { DeadLetterReason, type Batch, type RecordFields, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
+
+const MIB = 1024 * 1024;
+
+export const DEFAULT_INDEX = 'logship-{namespace}-{yyyy.MM.dd}';
+
+/** Elasticsearch's limit on an index name. */
+const MAX_INDEX_NAME_BYTES = 255;
+/** A substituted value (namespace, cluster) is cut to this many characters. */
+const MAX_INDEX_VALUE_CHARS = 100;
+/** Longest dead-letter detail kept from an item error. */
+export const MAX_DETAIL_CHARS = 500;
+const LOG_INTERVAL_MS = 60_000;
+const HOUR_MS = 3_600_000;
+const NEWLINE = Buffer.from('\n');
+
+/** Only the parts of a bulk response the sink reads: keeps big responses cheap to receive and parse. */
+const BULK_FILTER_PATH = 'errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason';
+
+// ---- index names ----------------------------------------------------------------------------------
+
+const DATE_TOKEN = /yyyy|MM|dd|HH|[._-]/gy;
+const PLACEHOLDER = /\{([^{}]*)\}/g;
+/** What Elasticsearch accepts in an index name, restricted to the unsurprising part. */
+const LITERAL = /^[a-z0-9._-]*$/;
+
+type IndexNamePart =
+  | { readonly kind: 'literal'; readonly text: string }
+  | { readonly kind: 'namespace' | 'cluster' }
+  | { readonly kind: 'date'; readonly tokens: readonly string[] };
+
+export interface IndexName {
+  readonly template: string;
+  /** The template with every placeholder as `*`: the index template's pattern. */
+  readonly pattern: string;
+  readonly usesDate: boolean;
+  render(fields: Pick<RecordFields, 'namespace' | 'cluster' | 'timeMs'>): string;
+}
+
+/** Problems of an index name template, for the config schema; empty when it is valid. */
+export function indexNameProblems(template: string): string[] {
+  const problems: string[] = [];
+  if (!/^[a-z0-9]/.test(template)) problems.push('must start with a lower-case letter or digit (not a placeholder, "-", "_", "+" or ".")');
+  for (const part of parseParts(template)) {
+    if (part.kind === 'invalid') problems.push(part.problem);
+  }
+  if (Buffer.byteLength(template) > MAX_INDEX_NAME_BYTES) problems.push(`must be at most ${MAX_INDEX_NAME_BYTES} bytes`);
+  return problems;
+}
+
+/**
+ * Compiles an index name template: `{namespace}` and `{cluster}` are the record's, lower-cased with
+ * any character other than `a-z 0-9 . _ -` replaced by `_` and cut to 100 characters; a date
+ * placeholder such as `{yyyy.MM.dd}` (tokens `yyyy`, `MM`, `dd`, `HH`; separators `.`, `-`, `_`) is
+ * the record's own `@timestamp` in UTC. The result is cut to 255 bytes.
+ */
+export function compileIndexName(template: string): IndexName {
+  const problems = indexNameProblems(template);
+  if (problems.length > 0) throw new ConfigError(problems.map((message) => ({ path: 'index', message })));
+  const parts = parseParts(template) as IndexNamePart[];
+  const pattern = parts.map((p) => (p.kind === 'literal' ? p.text : '*')).join('').replace(/\*+/g, '*');
+  return {
+    template,
+    pattern,
+    usesDate: parts.some((p) => p.kind === 'date'),
+    render(fields) {
+      let name = '';
+      for (const part of parts) {
+        if (part.kind === 'literal') name += part.text;
+        else if (part.kind === 'date') name += formatDate(fields.timeMs, part.tokens);
+        else name += sanitizeIndexValue(fields[part.kind]);
+      }
+      return name.length > MAX_INDEX_NAME_BYTES ? name.slice(0, MAX_INDEX_NAME_BYTES) : name;
+    },
+  };
+}
+
+function parseParts(template: string): (IndexNamePart | { kind: 'invalid'; problem: string })[] {
+  const parts: (IndexNamePart | { kind: 'invalid'; problem: string })[] = [];
+  const literal = (text: string): void => {
+    if (text === '') return;
+    if (LITERAL.test(text)) parts.push({ kind: 'literal', text });
+    else parts.push({ kind: 'invalid', problem: `"${text}": only lower-case letters, digits, ".", "_" and "-" outside placeholders` });
+  };
+  let last = 0;
+  for (const match of template.matchAll(PLACEHOLDER)) {
+    literal(template.slice(last, match.index));
+    last = match.index + match[0].length;
+    const body = match[1] ?? '';
+    if (body === 'namespace' || body === 'cluster') parts.push({ kind: body });
+    else {
+      const tokens = dateTokens(body);
+      parts.push(tokens ? { kind: 'date', tokens } : { kind: 'invalid', problem: `unknown placeholder {${body}} (use {namespace}, {cluster} or a date such as {yyyy.MM.dd})` });
+    }
+  }
+  literal(template.slice(last));
+  return parts;
+}
+
+function dateTokens(format: string): string[] | undefined {
+  DATE_TOKEN.lastIndex = 0;
+  const tokens: string[] = [];
+  while (DATE_TOKEN.lastIndex < format.length) {
+    const match = DATE_TOKEN.exec(format);
+    if (match === null) return undefined;
+    tokens.push(match[0]);
+  }
+  return tokens.some((t) => t.length > 1) ? tokens : undefined;
+}
+
+function formatDate(timeMs: number, tokens: readonly string[]): string {
+  const date = new Date(timeMs);
+  let out = '';
+  for (const token of tokens) {
+    if (token === 'yyyy') out += String(date.getUTCFullYear()).padStart(4, '0');
+    else if (token === 'MM') out += String(date.getUTCMonth() + 1).padStart(2, '0');
+    else if (token === 'dd') out += String(date.getUTCDate()).padStart(2, '0');
+    else if (token === 'HH') out += String(date.getUTCHours()).padStart(2, '0');
+    else out += token;
+  }
+  return out;
+}
+
+export function sanitizeIndexValue(value: string): string {
+  const cleaned = value.toLowerCase().replace(/[^a-z0-9._-]/g, '_');
+  return cleaned === '' ? '_' : cleaned.slice(0, MAX_INDEX_VALUE_CHARS);
+}
+
+// ---- options --------------------------------------------------------------------------------------
+
+export const elasticsearchSinkOptionsSchema = z.strictObject({
+  connection: elasticsearchConnectionSchema.describe('Where Elasticsearch is and how to authenticate.'),
+  index: z
+    .string()
+    .default(DEFAULT_INDEX)
+    .superRefine((template, ctx) => {
+      for (const message of indexNameProblems(template)) ctx.addIssue({ code: 'custom', message });
+    })
+    .describe(
+      'Index name template. `{namespace}` and `{cluster}` are the record\'s (lower-cased; characters other than `a-z 0-9 . _ -` become `_`); `{yyyy.MM.dd}` (tokens `yyyy`, `MM`, `dd`, `HH`) is the record\'s own `@timestamp`, UTC. Daily indices, not data streams (a replay must overwrite).',
+    ),
+  installTemplate: z.boolean().default(true).describe('Install (or update) the index template at start. Turn off when operators manage templates themselves.'),
+  templateName: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"')
+    .default('logship')
+    .describe('Name of the composable index template; its pattern is the index template with placeholders as `*`.'),
+  templatePriority: z
+    .number()
+    .int()
+    .min(0)
+    .default(DEFAULT_TEMPLATE_PRIORITY)
+    .describe('Priority of the index template. Composable templates with overlapping patterns must differ in priority; the highest wins.'),
+  numberOfShards: z.number().int().min(1).max(1024).default(1).describe('Primary shards of each new index.'),
+  numberOfReplicas: z.number().int().min(0).max(16).default(1).describe('Replicas of each new index (0 on a single-node cluster).'),
+  refreshIntervalMs: z.number().int().min(100).default(5_000).describe('How often new documents become searchable (`index.refresh_interval`).'),
+  messageFieldType: z
+    .enum(['text', 'match_only_text'])
+    .default('text')
+    .describe('Mapping of `message`. `match_only_text` saves disk but scores nothing and runs phrase queries slower; it needs the mapper-extras module.'),
+  maxRequestBytes: z
+    .number()
+    .int()
+    .min(64 * 1024)
+    .max(100 * MIB)
+    .default(5 * MIB)
+    .describe('Largest bulk request body; a batch is split into requests up to this size (a single larger record goes alone). Keep it below the cluster\'s `http.max_content_length`.'),
+  concurrency: z.number().int().min(1).max(32).default(2).describe('Bulk requests of one batch in flight at once.'),
+});
+
+export type ElasticsearchSinkOptions = z.output<typeof elasticsearchSinkOptionsSchema>;
+
+// ---- bulk requests --------------------------------------------------------------------------------
+
+/** Records of one bulk request with their action lines; the body is assembled only when sent. */
+export interface BulkRequestPlan {
+  readonly records: SinkRecord[];
+  readonly actions: Buffer[];
+  bytes: number;
+}
+
+/**
+ * Splits records into bulk requests of at most `maxRequestBytes` (a record larger than that alone).
+ * Action lines name the index and `_id`; the index name is computed once per namespace, cluster and
+ * hour, not once per record.
+ */
+export function planBulkRequests(records: readonly SinkRecord[], indexName: IndexName, maxRequestBytes: number): BulkRequestPlan[] {
+  const plans: BulkRequestPlan[] = [];
+  const prefixes = new Map<string, string>();
+  let current: BulkRequestPlan | undefined;
+  for (const record of records) {
+    const { namespace, cluster, timeMs, eventId } = record.fields;
+    const key = `${namespace}\n${cluster}\n${indexName.usesDate ? Math.floor(timeMs / HOUR_MS) : 0}`;
+    let prefix = prefixes.get(key);
+    if (prefix === undefined) {
+      prefix = `{"index":{"_index":${JSON.stringify(indexName.render(record.fields))},"_id":`;
+      prefixes.set(key, prefix);
+    }
+    const action = Buffer.from(`${prefix}${JSON.stringify(eventId)}}}\n`);
+    const bytes = action.length + record.line.length + NEWLINE.length;
+    if (current === undefined || (current.bytes + bytes > maxRequestBytes && current.records.length > 0)) {
+      current = { records: [], actions: [], bytes: 0 };
+      plans.push(current);
+    }
+    current.records.push(record);
+    current.actions.push(action);
+    current.bytes += bytes;
+  }
+  return plans;
+}
+
+/** The NDJSON body: action line, the record's own bytes, newline; for every record. */
+export function bulkBody(plan: BulkRequestPlan): Buffer {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < plan.records.length; i++) {
+    chunks.push(plan.actions[i] as Buffer, (plan.records[i] as SinkRecord).line, NEWLINE);
+  }
+  return Buffer.concat(chunks, plan.bytes);
+}
+
+export type ItemOutcome =
+  | { readonly kind: 'written' }
+  | { readonly kind: 'pending'; readonly status: number; readonly detail: string }
+  | { readonly kind: 'rejected'; readonly status: number; readonly detail: string };
+
+/** 2xx written; 429 and 5xx pending (can succeed later); any other status rejected for good. */
+export function classifyItem(item: Partial<Record<estypes.BulkOperationType, Partial<estypes.BulkResponseItem>>> | undefined): ItemOutcome {
+  const result = item ? Object.values(item)[0] : undefined;
+  const status = result?.status;
+  if (typeof status !== 'number') return { kind: 'pending', status: 0, detail: 'no status for this item in the bulk response' };
+  if (status >= 200 && status < 300) return { kind: 'written' };
+  const detail = describeItemError(result?.error, status);
+  return status === 429 || status >= 500 ? { kind: 'pending', status, detail } : { kind: 'rejected', status, detail };
+}
+
+/** `<type>: <reason> (caused by <type>: <reason>)`, cut to {@link MAX_DETAIL_CHARS}. */
+export function describeItemError(error: Partial<estypes.ErrorCause> | undefined, status: number): string {
+  if (!error) return `status ${status}`;
+  let detail = `${error.type ?? `status ${status}`}: ${error.reason ?? ''}`;
+  const cause = error.caused_by;
+  if (cause) detail += ` (caused by ${cause.type}: ${cause.reason ?? ''})`;
+  return truncate(detail, MAX_DETAIL_CHARS);
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+// ---- the sink -------------------------------------------------------------------------------------
+
+interface PlanOutcome {
+  readonly pending: SinkRecord[];
+  readonly rejected: RejectedRecord[];
+  /** Why records are pending, by HTTP status (0 for no response): a small summary for the error. */
+  readonly reasons: Map<number, { count: number; detail: string }>;
+}
+
+export function createElasticsearchSink(name: string, options: ElasticsearchSinkOptions, deps: { logger: Logger }): Sink {
+  const indexName = compileIndexName(options.index);
+  const logger = deps.logger.child({ sink: name });
+  const rateLimited = new RateLimitedLog(logger, LOG_INTERVAL_MS);
+  const client: Client = createElasticsearchClient(options.connection, 'connection');
+  /** Per topic-partition: records returned pending for the batch starting at `firstOffset`. */
+  const retries = new Map<string, { firstOffset: number; records: number }>();
+
+  async function sendPlan(plan: BulkRequestPlan, signal: AbortSignal): Promise<PlanOutcome> {
+    const outcome: PlanOutcome = { pending: [], rejected: [], reasons: new Map() };
+    const allPending = (status: number, detail: string): PlanOutcome => {
+      outcome.pending.push(...plan.records);
+      outcome.reasons.set(status, { count: plan.records.length, detail });
+      return outcome;
+    };
+    if (signal.aborted) return allPending(0, 'aborted before sending');
+    let response: estypes.BulkResponse;
+    try {
+      response = await client.transport.request<estypes.BulkResponse>(
+        { method: 'POST', path: '/_bulk', querystring: { filter_path: BULK_FILTER_PATH }, bulkBody: bulkBody(plan), meta: { name: 'bulk' } },
+        { signal },
+      );
+    } catch (error) {
+      const status = error instanceof errors.ResponseError ? (error.statusCode ?? 0) : 0;
+      const detail = describeRequestError(error);
+      if (status === 413 && plan.records.length === 1) {
+        // One record alone is over the cluster's request limit: it can never be written.
+        outcome.rejected.push({ record: plan.records[0] as SinkRecord, reason: DeadLetterReason.REJECTED, detail: truncate(detail, MAX_DETAIL_CHARS) });
+        return outcome;
+      }
+      if (status >= 400 && status < 500 && status !== 429 && status !== 408) {
+        // Auth, privileges, a request too large: about the request, not the records. Keep them.
+        rateLimited.warn(
+          'bulk_request_refused',
+          { status, detail, records: plan.records.length, requestBytes: plan.bytes },
+          status === 413
+            ? 'Elasticsearch refused a bulk request as too large; records are kept and retried. Lower maxRequestBytes below http.max_content_length'
+            : 'Elasticsearch refused a bulk request; records are kept and retried, not dead-lettered. Check credentials and index privileges',
+        );
+      }
+      return allPending(status, detail);
+    }
+    // Never trust the shape blindly: a missing item must leave its record pending, not throw.
+    const items = (response as Partial<estypes.BulkResponse>).items ?? [];
+    if (items.length !== plan.records.length) {
+      rateLimited.warn('bulk_response_mismatch', { items: items.length, records: plan.records.length }, 'bulk response item count differs from the request; resending');
+      return allPending(0, `bulk response has ${items.length} items for ${plan.records.length} records`);
+    }
+    if (!response.errors) return outcome;
+    for (let i = 0; i < items.length; i++) {
+      const record = plan.records[i] as SinkRecord;
+      const item = classifyItem(items[i]);
+      if (item.kind === 'written') continue;
+      if (item.kind === 'rejected') {
+        outcome.rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: item.detail });
+        continue;
+      }
+      outcome.pending.push(record);
+      const reason = outcome.reasons.get(item.status);
+      if (reason) reason.count++;
+      else outcome.reasons.set(item.status, { count: 1, detail: item.detail });
+    }
+    return outcome;
+  }
+
+  return {
+    name,
+
+    async start(signal) {
+      try {
+        if (!options.installTemplate) {
+          await client.info(undefined, { signal });
+          return;
+        }
+        await client.indices.putIndexTemplate(
+          {
+            name: options.templateName,
+            ...indexTemplateBody({
+              indexPatterns: [indexName.pattern],
+              priority: options.templatePriority,
+              numberOfShards: options.numberOfShards,
+              numberOfReplicas: options.numberOfReplicas,
+              refreshIntervalMs: options.refreshIntervalMs,
+              messageFieldType: options.messageFieldType,
+            }),
+          },
+          { signal },
+        );
+        logger.info({ template: options.templateName, pattern: indexName.pattern }, 'index template installed');
+      } catch (error) {
+        const what = options.installTemplate ? `could not install index template "${options.templateName}"` : 'could not reach Elasticsearch';
+        throw new SinkError(`elasticsearch sink "${name}": ${what}: ${describeRequestError(error)}`, {
+          code: ErrorCode.SINK_UNAVAILABLE,
+          retriable: isRetriableRequestError(error),
+          cause: errorSummary(error),
+        });
+      }
+    },
+
+    async send(batch: Batch, signal: AbortSignal): Promise<SendResult> {
+      const key = `${batch.topic}\n${batch.partition}`;
+      if (batch.records.length === 0) return { status: 'delivered' };
+      const plans = planBulkRequests(batch.records, indexName, options.maxRequestBytes);
+      const outcomes: PlanOutcome[] = new Array<PlanOutcome>(plans.length);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < plans.length) {
+          const i = next++;
+          outcomes[i] = await sendPlan(plans[i] as BulkRequestPlan, signal);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(options.concurrency, plans.length) }, worker));
+
+      const pending = outcomes.flatMap((o) => o.pending);
+      const rejected = outcomes.flatMap((o) => o.rejected);
+      const previous = retries.get(key);
+      const retriedBefore = previous?.firstOffset === batch.firstOffset ? previous.records : 0;
+      if (pending.length === 0) {
+        retries.delete(key);
+        return {
+          status: 'delivered',
+          ...(rejected.length > 0 ? { rejected } : {}),
+          ...(retriedBefore > 0 ? { retried: retriedBefore } : {}),
+        };
+      }
+      retries.set(key, { firstOffset: batch.firstOffset, records: retriedBefore + pending.length });
+      const error = new SinkError(`elasticsearch: ${pending.length} of ${batch.records.length} records not written: ${summarize(outcomes)}`, {
+        code: ErrorCode.SINK_UNAVAILABLE,
+        retriable: true,
+      });
+      return { status: 'retryable', error, pending, ...(rejected.length > 0 ? { rejected } : {}) };
+    },
+
+    release(topic, partition) {
+      retries.delete(`${topic}\n${partition}`);
+    },
+
+    async healthcheck(signal) {
+      let reachable: boolean;
+      try {
+        reachable = await client.ping(undefined, { signal });
+      } catch (error) {
+        throw new SinkError(`elasticsearch sink "${name}": ping failed: ${describeRequestError(error)}`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true, cause: errorSummary(error) });
+      }
+      if (!reachable) throw new SinkError(`elasticsearch sink "${name}": ping answered not found`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+    },
+
+    async close() {
+      retries.clear();
+      await client.close();
+    },
+  };
+}
+
+/** `429 ×12 (es_rejected_execution_exception: …), no response ×3 (ConnectionError: …)`. */
+function summarize(outcomes: readonly PlanOutcome[]): string {
+  const merged = new Map<number, { count: number; detail: string }>();
+  for (const outcome of outcomes) {
+    for (const [status, reason] of outcome.reasons) {
+      const seen = merged.get(status);
+      if (seen) seen.count += reason.count;
+      else merged.set(status, { ...reason });
+    }
+  }
+  return [...merged]
+    .map(([status, { count, detail }]) => `${status === 0 ? 'no response' : `status ${status}`} ×${count} (${truncate(detail, 200)})`)
+    .join(', ');
+}
+
+/**
+ * One line about a failed request, without credentials: the HTTP status and Elasticsearch's error
+ * for a response, the client's error name and message otherwise. The client's error objects carry
+ * the whole request (body included) in `meta`, so they are never logged or attached as a cause.
+ */
+function describeRequestError(error: unknown): string {
+  if (error instanceof errors.ResponseError) {
+    const body = error.body as { error?: { type?: string; reason?: string } | string } | undefined;
+    const es = typeof body?.error === 'object' ? `${body.error.type ?? 'error'}: ${body.error.reason ?? ''}` : typeof body?.error === 'string' ? body.error : '';
+    return redactUrlCredentials(`HTTP ${error.statusCode ?? '?'}${es ? ` ${es}` : ''}`);
+  }
+  if (error instanceof Error) return redactUrlCredentials(`${error.name}: ${error.message}`);
+  return redactUrlCredentials(String(error));
+}
+
+function isRetriableRequestError(error: unknown): boolean {
+  if (error instanceof errors.ResponseError) {
+    const status = error.statusCode ?? 0;
+    return status === 408 || status === 429 || status >= 500;
+  }
+  return error instanceof errors.ConnectionError || error instanceof errors.TimeoutError || error instanceof errors.NoLivingConnectionsError;
+}
+
+/** A plain error holding only the description: the client's own carries the request in `meta`. */
+function errorSummary(error: unknown): Error {
+  return new Error(describeRequestError(error));
+}
