@@ -12,6 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
 import { agentConfigSchema } from '../agent/config.js';
+import { aggregatorConfigSchema } from '../aggregator/config.js';
 import { EXIT_CONFIG } from '../shared/cli.js';
 import { renderConfigReference } from '../shared/config-reference.js';
 import { ENV_PREFIX } from '../shared/config.js';
@@ -26,6 +27,28 @@ export const AGENT_EXAMPLE_YAML = `cluster: prod-apne2
 nodeName: ip-10-0-1-2
 kafka:
   brokers: [kafka-0.kafka:9092, kafka-1.kafka:9092]
+`;
+
+/** A typical aggregator: every record to S3, all but noisy namespaces to Elasticsearch. */
+export const AGGREGATOR_EXAMPLE_YAML = `kafka:
+  brokers: [kafka-0.kafka:9092, kafka-1.kafka:9092]
+  topicPattern: '^logs\\.'
+sinks:
+  - name: archive
+    type: s3
+    s3:
+      bucket: acme-logs
+      prefix: logs
+  - name: search
+    type: elasticsearch
+    routing:
+      namespaces:
+        exclude: [kube-system]
+    elasticsearch:
+      connection:
+        nodes: [https://es.logging.svc:9200]
+        username: logship
+        password: { file: /etc/logship/secrets/es-password }
 `;
 
 function intro(): string {
@@ -91,6 +114,15 @@ env:
       fieldRef:
         fieldPath: spec.nodeName
 \`\`\`
+
+## A minimal aggregator configuration
+
+\`\`\`yaml
+${AGGREGATOR_EXAMPLE_YAML}\`\`\`
+
+S3 credentials come from the default AWS chain (IRSA, instance profile, env) unless
+\`sinks[].s3.connection.accessKeyId\` and \`secretAccessKey\` are set. Batch limits left out take
+per-type defaults (S3: large objects, Elasticsearch: modest bulks), listed in \`sinks[].batch\`.
 `;
 }
 
@@ -98,7 +130,9 @@ env:
 export function renderConfigurationDoc(): string {
   const example = agentConfigSchema.safeParse(parse(AGENT_EXAMPLE_YAML));
   if (!example.success) throw new Error(`the example agent configuration does not validate: ${example.error.message}`);
-  return [intro(), renderConfigReference('Agent', agentConfigSchema, ENV_PREFIX), '## Aggregator', '', 'Added with the aggregator.', ''].join('\n');
+  const aggregatorExample = aggregatorConfigSchema.safeParse(parse(AGGREGATOR_EXAMPLE_YAML));
+  if (!aggregatorExample.success) throw new Error(`the example aggregator configuration does not validate: ${aggregatorExample.error.message}`);
+  return [intro(), renderConfigReference('Agent', agentConfigSchema, ENV_PREFIX), renderConfigReference('Aggregator', aggregatorConfigSchema, ENV_PREFIX)].join('\n');
 }
 
 /** Writes (or with `--check`, compares) the doc; returns the exit code. */

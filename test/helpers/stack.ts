@@ -84,13 +84,13 @@ export async function waitFor<T>(description: string, probe: () => Promise<T | u
 }
 
 /** Stops one server of the stack (by the PID the stack script recorded), for outage tests. */
-export async function stopStackServer(name: 'kafka' | 'kube-apiserver'): Promise<void> {
+export async function stopStackServer(name: 'kafka' | 'kube-apiserver' | 'minio'): Promise<void> {
   const stopped = await stopDaemon(stackPaths(), name, 30_000);
   if (!stopped) throw new Error(`${name} was not running`);
 }
 
 /** Brings the named part of the stack back (`stack up <name>`), waiting until it answers. */
-export async function startStackServer(name: 'kafka' | 'kubernetes'): Promise<void> {
+export async function startStackServer(name: 'kafka' | 'kubernetes' | 'minio'): Promise<void> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'stack', 'cli.ts'), 'up', name], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

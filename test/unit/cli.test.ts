@@ -78,3 +78,44 @@ describe('logship-agent binary', () => {
     assert.match(result.stderr, /from LOGSHIP_KAFKA__MAX_BATCH_BYTES/);
   });
 });
+
+describe('logship-aggregator binary', () => {
+  it('exits 2 on a bad config, listing every problem by path, before touching any server', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const file = join(dir, 'aggregator-bad.yaml');
+    writeFileSync(
+      file,
+      [
+        'kafka:',
+        '  brokers: [k:9092]',
+        '  topicPattern: "([unclosed"',
+        '  heartbeatIntervalMs: 20000',
+        'sinks:',
+        '  - name: archive',
+        '    type: s3',
+        '  - name: archive',
+        '    type: elasticsearch',
+        '    elasticsearch: { connection: { nodes: [not-a-url] } }',
+        '    s3: { bucket: b }',
+        '',
+      ].join('\n'),
+    );
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'aggregator/main.ts', '--config', file], {
+      encoding: 'utf8',
+      env: { ...process.env, LOGSHIP_SINKS__0__BATCH__MAX_AGE_MS: 'soon' },
+      timeout: 60_000,
+    });
+    assert.equal(result.status, EXIT_CONFIG, result.stderr);
+    for (const path of ['kafka.topicPattern', 'kafka.heartbeatIntervalMs', 'sinks[0].s3', 'sinks[1].name', 'sinks[1].elasticsearch.connection.nodes[0]', 'sinks[1].s3', 'sinks[0].batch.maxAgeMs']) {
+      assert.ok(result.stderr.includes(`- ${path}: `), `${path} missing from:\n${result.stderr}`);
+    }
+  });
+
+  it('prints the Athena table for a bucket and prefix', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'aggregator/main.ts', 'athena-ddl', '--bucket', 'acme-logs', '--prefix', 'prod/logs'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(result.stdout, /CREATE EXTERNAL TABLE/);
+    assert.match(result.stdout, /s3:\/\/acme-logs\/prod\/logs\/cluster=\$\{cluster\}\/namespace=\$\{namespace\}\/dt=\$\{dt\}\/hour=\$\{hour\}/);
+  });
+});
