@@ -120,15 +120,6 @@ export class LogConsumer {
     if (this.subscribed.length > 0) this.consumer.pause(this.subscribed.map((topic) => ({ topic })));
   }
 
-  /** Latest offsets per partition of the subscribed topics (for lag of partitions not fetched yet). */
-  async highWatermarks(): Promise<{ topic: string; partition: number; offset: number }[]> {
-    const result: { topic: string; partition: number; offset: number }[] = [];
-    for (const topic of this.subscribed) {
-      for (const p of await this.admin.fetchTopicOffsets(topic)) result.push({ topic, partition: p.partition, offset: Number(p.high) });
-    }
-    return result;
-  }
-
   /** Leaves the group and disconnects. */
   async close(): Promise<void> {
     this.stopped = true;
