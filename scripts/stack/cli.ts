@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { ensureDir, logFile, runningPid, secondsSince, StackError, stackPaths, stopDaemon, tail, writeFileAtomic, type StackPaths } from './context.js';
 import { elasticsearchUrl, installElasticsearch, startElasticsearch, waitForElasticsearch } from './elasticsearch.js';
 import type { StackEndpoints } from './endpoints.js';
-import { installKafka, kafkaBrokers, startKafka, waitForKafka } from './kafka.js';
+import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, waitForKafka } from './kafka.js';
 import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
 import { S3_BUCKET, VERSIONS } from './versions.js';
@@ -33,7 +33,7 @@ const STEPS: Step[] = [
     name: 'kafka',
     install: installKafka,
     start: async (paths) => {
-      if (runningPid(paths, 'kafka') === undefined) await startKafka(paths);
+      await ensureKafkaRunning(paths);
       await waitForKafka(paths, 120_000);
     },
   },
@@ -69,7 +69,7 @@ function endpoints(paths: StackPaths): StackEndpoints {
   return {
     home: paths.home,
     logs: paths.logs,
-    kafka: { brokers: kafkaBrokers(), version: VERSIONS.kafka },
+    kafka: { brokers: kafkaBrokers(), version: VERSIONS.kafka, secure: kafkaSecureEndpoint(paths) },
     s3: {
       endpoint: minioEndpoint(),
       region: 'us-east-1',

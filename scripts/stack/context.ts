@@ -67,10 +67,12 @@ export class StackError extends Error {
 }
 
 /** Runs a command to completion, its output appended to `logFile`; rejects with the log's tail on failure. */
-export async function runLogged(command: string, args: string[], logFile: string, options: SpawnOptions = {}): Promise<void> {
+/** Runs a command with its output appended to `logFile`; strings in `redact` are masked in the logged command line. */
+export async function runLogged(command: string, args: string[], logFile: string, options: SpawnOptions = {}, redact: readonly string[] = []): Promise<void> {
   ensureDir(dirname(logFile));
   const fd = openSync(logFile, 'a');
-  writeFileSync(fd, `\n$ ${command} ${args.join(' ')}\n`);
+  const shown = redact.reduce((line, secret) => (secret === '' ? line : line.replaceAll(secret, '[redacted]')), `${command} ${args.join(' ')}`);
+  writeFileSync(fd, `\n$ ${shown}\n`);
   try {
     const code = await new Promise<number | null>((resolvePromise, reject) => {
       const child = spawn(command, args, { ...options, stdio: ['ignore', fd, fd] });

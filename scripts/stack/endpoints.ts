@@ -8,7 +8,12 @@ import { stackPaths } from './context.js';
 export interface StackEndpoints {
   home: string;
   logs: string;
-  kafka: { brokers: string[]; version: string };
+  kafka: {
+    brokers: string[];
+    version: string;
+    /** The TLS + SASL/SCRAM listener (certificate signed by the stack's CA). */
+    secure: { brokers: string[]; caFile: string; mechanism: string; username: string; passwordFile: string };
+  };
   s3: { endpoint: string; region: string; bucket: string; accessKeyId: string; secretAccessKeyFile: string; forcePathStyle: true; version: string };
   elasticsearch: { url: string; version: string };
   kubernetes: { server: string; kubeconfig: string; caFile: string; version: string; etcd: string };

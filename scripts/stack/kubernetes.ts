@@ -9,7 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDir, httpGet, logFile, runLogged, SCRIPT_DIR, startDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { caFile, ensureServerCertificate } from './pki.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
+
+export { caFile } from './pki.js';
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
@@ -27,10 +30,6 @@ export function etcdUrl(): string {
 
 export function kubeconfigPath(paths: StackPaths): string {
   return join(paths.run, 'kubernetes', 'admin.kubeconfig');
-}
-
-export function caFile(paths: StackPaths): string {
-  return join(paths.pki, 'ca.crt');
 }
 
 export async function installKubernetes(paths: StackPaths): Promise<boolean> {
@@ -65,25 +64,14 @@ function versionLdflags(): string {
   return [`-X ${pkg}.gitVersion=${VERSIONS.kubernetes}`, `-X ${pkg}.gitMajor=${major ?? ''}`, `-X ${pkg}.gitMinor=${minor ?? ''}`, `-X ${pkg}.gitTreeState=clean`].join(' ');
 }
 
-/** CA, API server serving certificate and service-account signing key, made once with openssl. */
+/** API server serving certificate and service-account signing key, made once with openssl. */
 async function ensurePki(paths: StackPaths): Promise<void> {
-  const pki = ensureDir(paths.pki, 0o700);
+  await ensureServerCertificate(paths, 'apiserver', [`IP:${HOST}`, 'DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default.svc']);
+  const pki = paths.pki;
   const log = logFile(paths, 'pki');
-  const openssl = (...args: string[]): Promise<void> => runLogged('openssl', args, log, { cwd: pki });
-  if (!existsSync(join(pki, 'ca.crt'))) {
-    await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '3650', '-subj', '/CN=logship-stack-ca');
-  }
-  if (!existsSync(join(pki, 'apiserver.crt'))) {
-    writeFileAtomic(
-      join(pki, 'apiserver.ext'),
-      ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', `subjectAltName=IP:${HOST},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc`, ''].join('\n'),
-    );
-    await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver');
-    await openssl('x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'apiserver.crt', '-days', '3650', '-extfile', 'apiserver.ext');
-  }
   if (!existsSync(join(pki, 'sa.pub'))) {
-    await openssl('genrsa', '-out', 'sa.key', '2048');
-    await openssl('rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub');
+    await runLogged('openssl', ['genrsa', '-out', 'sa.key', '2048'], log, { cwd: pki });
+    await runLogged('openssl', ['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], log, { cwd: pki });
   }
 }
 

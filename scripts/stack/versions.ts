@@ -13,6 +13,8 @@ export const VERSIONS = {
 export const PORTS = {
   kafka: 19092,
   kafkaController: 19093,
+  /** The TLS + SASL/SCRAM listener. */
+  kafkaSecure: 19094,
   minio: 19000,
   elasticsearch: 19200,
   elasticsearchTransport: 19300,
