@@ -58,6 +58,7 @@ export class LogConsumer {
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> = Promise.resolve();
   private stopped = false;
+  private lastMissing = '';
 
   constructor(
     kafka: Kafka,
@@ -134,13 +135,27 @@ export class LogConsumer {
     return this.stopped;
   }
 
+  /**
+   * The listed topics that exist plus the existing topics matching the pattern. A listed topic that
+   * does not exist yet is waited for (kafkajs would fail the whole group on it), not fatal.
+   */
   private async matchingTopics(): Promise<string[]> {
-    const wanted = new Set(this.options.topics);
-    const pattern = this.options.topicPattern;
-    if (pattern !== undefined) {
-      for (const topic of await this.admin.listTopics()) if (pattern.test(topic)) wanted.add(topic);
+    const existing = await this.admin.listTopics();
+    const present = new Set(existing);
+    const wanted = new Set<string>();
+    const missing: string[] = [];
+    for (const topic of this.options.topics) {
+      if (present.has(topic)) wanted.add(topic);
+      else missing.push(topic);
     }
+    const pattern = this.options.topicPattern;
+    if (pattern !== undefined) for (const topic of existing) if (pattern.test(topic)) wanted.add(topic);
     for (const excluded of this.options.excludeTopics) wanted.delete(excluded);
+    const missingKey = missing.join(',');
+    if (missingKey !== this.lastMissing) {
+      if (missing.length > 0) this.logger.warn({ missing }, 'listed topics do not exist yet; they are consumed once created');
+      this.lastMissing = missingKey;
+    }
     return [...wanted].sort();
   }
 

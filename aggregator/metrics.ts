@@ -5,10 +5,13 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { PartitionProgress } from './offset-tracker.js';
+import { DeadLetterReason } from './sink.js';
 
 export interface AggregatorMetricSources {
   progress: () => PartitionProgress[];
   heldBytes: () => number;
+  /** Configured sink names: their series start at 0, so the first event shows in rate() and increase(). */
+  sinkNames: readonly string[];
 }
 
 export class AggregatorMetrics {
@@ -81,6 +84,13 @@ export class AggregatorMetrics {
     this.commitFailures = new Counter({ name: 'logship_aggregator_commit_failures_total', help: 'Offset commits that failed (rebalance, broker unavailable).', registers });
     this.rebalances = new Counter({ name: 'logship_aggregator_rebalances_total', help: 'Group rebalances this member went through (its uncommitted work is redone).', registers });
     this.fetchPausedSeconds = new Counter({ name: 'logship_aggregator_fetch_paused_seconds_total', help: 'Time fetching waited because the bytes held in the pipeline reached maxInFlightBytes.', registers });
+
+    for (const sink of sources.sinkNames) {
+      for (const counter of [this.recordsOut, this.bytesOut, this.retries]) counter.inc({ sink }, 0);
+      for (const result of ['retryable', 'rejected']) this.sinkErrors.inc({ sink, result }, 0);
+      this.deadLetters.inc({ reason: DeadLetterReason.REJECTED, sink }, 0);
+    }
+    for (const reason of [DeadLetterReason.INVALID_JSON, DeadLetterReason.MISSING_FIELD, DeadLetterReason.TOO_LARGE]) this.deadLetters.inc({ reason, sink: '' }, 0);
 
     new Gauge({
       name: 'logship_aggregator_held_bytes',

@@ -44,7 +44,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   const registry = createMetricsRegistry();
   const kafka = createKafka(config.kafka, logger);
   const tracker = new OffsetTracker(config.sinks.map((s) => s.name));
-  const metrics = new AggregatorMetrics(registry, { progress: () => tracker.progress(), heldBytes: () => tracker.heldBytes });
+  const metrics = new AggregatorMetrics(registry, { progress: () => tracker.progress(), heldBytes: () => tracker.heldBytes, sinkNames: config.sinks.map((s) => s.name) });
   const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
   const deadLetters = new DeadLetterQueue(
     kafka,

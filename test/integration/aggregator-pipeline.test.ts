@@ -170,4 +170,21 @@ describe('aggregator pipeline', () => {
     const final = await committedOffsets(groupId, [topicA]);
     assert.ok([...final.values()].every((o) => o >= 0), 'topic A committed on every partition');
   });
+
+  it('waits for a listed topic that does not exist yet, then consumes it', async () => {
+    const missing = `${name}.ns-missing`;
+    const member = startAggregatorProcess(
+      aggregatorConfigFile({ groupId: `${groupId}-missing`, topics: [missing], s3Prefix: `${name}/missing`, deadLetterTopic: dlq }),
+    );
+    try {
+      await member.opsUrl;
+      await producer.createTopics([{ topic: missing, partitions: 1 }]);
+      await producer.send(missing, Array.from({ length: 20 }, (_, i) => logRecord(900_000 + i, 'ns-missing', BASE)));
+      await waitFor('the 20 records of the late topic in S3', async () => (await readS3Objects(s3, `${name}/missing`)).reduce((n, o) => n + o.lines.length, 0) === 20, 60_000, 500);
+      assert.equal(member.child.exitCode, null, 'still running');
+    } finally {
+      assert.equal(await member.stop(), 0);
+      await producer.deleteTopics([missing]);
+    }
+  });
 });

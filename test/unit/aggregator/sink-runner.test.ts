@@ -60,7 +60,7 @@ function harness(sink: Sink, options: Partial<SinkRunnerOptions> = {}) {
   const runner = new SinkRunner(
     sink,
     { maxBatchBytes: 1 << 20, maxBatchRecords: 1_000, maxBatchAgeMs: 60_000, concurrency: 2, retryInitialDelayMs: 1, retryMaxDelayMs: 5, ...options },
-    { deadLetters, metrics: new AggregatorMetrics(new Registry(), { progress: () => [], heldBytes: () => 0 }), logger: createLogger({ name: 'test', level: 'silent' }), onAck: (t, p, e) => acks.push([t, p, e]) },
+    { deadLetters, metrics: new AggregatorMetrics(new Registry(), { progress: () => [], heldBytes: () => 0, sinkNames: ['fake'] }), logger: createLogger({ name: 'test', level: 'silent' }), onAck: (t, p, e) => acks.push([t, p, e]) },
   );
   return { runner, acks, letters };
 }
