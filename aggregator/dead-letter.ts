@@ -30,6 +30,15 @@ export interface DeadLetterOptions {
   readonly retryMaxDelayMs: number;
 }
 
+/**
+ * The key names the source record (and the sink that refused it). Dead letters are written at least
+ * once: a partition re-read after a crash or rebalance dead-letters its poison again, under the same
+ * key, so consumers (or log compaction) can drop the repeats.
+ */
+export function deadLetterKey(letter: DeadLetter): string {
+  return `${letter.topic}/${String(letter.partition)}/${String(letter.offset)}/${String(letter.index)}/${letter.sink ?? ''}`;
+}
+
 /** Messages per produce request. */
 const CHUNK = 500;
 
@@ -55,7 +64,7 @@ export class DeadLetterQueue {
   /** Writes the letters, retrying until Kafka acknowledges or `signal` aborts (then it throws). */
   async send(letters: readonly DeadLetter[], signal: AbortSignal): Promise<void> {
     for (let i = 0; i < letters.length; i += CHUNK) {
-      const messages = letters.slice(i, i + CHUNK).map((letter) => ({ key: `${letter.topic}/${String(letter.partition)}`, value: this.render(letter) }));
+      const messages = letters.slice(i, i + CHUNK).map((letter) => ({ key: deadLetterKey(letter), value: this.render(letter) }));
       await retry(
         async () => {
           await this.producer.send({ topic: this.options.topic, acks: -1, messages });

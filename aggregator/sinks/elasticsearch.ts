@@ -40,7 +40,7 @@ const MAX_INDEX_VALUE_CHARS = 100;
 export const MAX_DETAIL_CHARS = 500;
 const LOG_INTERVAL_MS = 60_000;
 const HOUR_MS = 3_600_000;
-const NEWLINE = Buffer.from('\n');
+const NEWLINE_BYTE = 0x0a;
 
 /** Only the parts of a bulk response the sink reads: keeps big responses cheap to receive and parse. */
 const BULK_FILTER_PATH = 'errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason';
@@ -203,7 +203,7 @@ export type ElasticsearchSinkOptions = z.output<typeof elasticsearchSinkOptionsS
 /** Records of one bulk request with their action lines; the body is assembled only when sent. */
 export interface BulkRequestPlan {
   readonly records: SinkRecord[];
-  readonly actions: Buffer[];
+  readonly actions: string[];
   bytes: number;
 }
 
@@ -216,16 +216,22 @@ export function planBulkRequests(records: readonly SinkRecord[], indexName: Inde
   const plans: BulkRequestPlan[] = [];
   const prefixes = new Map<string, string>();
   let current: BulkRequestPlan | undefined;
+  // Neighbouring records nearly always share an index: the last prefix is tried first.
+  let last = { namespace: '', cluster: '', hour: Number.NaN, prefix: '' };
   for (const record of records) {
     const { namespace, cluster, timeMs, eventId } = record.fields;
-    const key = `${namespace}\n${cluster}\n${indexName.usesDate ? Math.floor(timeMs / HOUR_MS) : 0}`;
-    let prefix = prefixes.get(key);
-    if (prefix === undefined) {
-      prefix = `{"index":{"_index":${JSON.stringify(indexName.render(record.fields))},"_id":`;
-      prefixes.set(key, prefix);
+    const hour = indexName.usesDate ? Math.floor(timeMs / HOUR_MS) : 0;
+    if (hour !== last.hour || namespace !== last.namespace || cluster !== last.cluster) {
+      const key = `${namespace}\n${cluster}\n${hour}`;
+      let prefix = prefixes.get(key);
+      if (prefix === undefined) {
+        prefix = `{"index":{"_index":${JSON.stringify(indexName.render(record.fields))},"_id":`;
+        prefixes.set(key, prefix);
+      }
+      last = { namespace, cluster, hour, prefix };
     }
-    const action = Buffer.from(`${prefix}${JSON.stringify(eventId)}}}\n`);
-    const bytes = action.length + record.line.length + NEWLINE.length;
+    const action = `${last.prefix}${JSON.stringify(eventId)}}}\n`;
+    const bytes = Buffer.byteLength(action) + record.line.length + 1;
     if (current === undefined || (current.bytes + bytes > maxRequestBytes && current.records.length > 0)) {
       current = { records: [], actions: [], bytes: 0 };
       plans.push(current);
@@ -239,11 +245,14 @@ export function planBulkRequests(records: readonly SinkRecord[], indexName: Inde
 
 /** The NDJSON body: action line, the record's own bytes, newline; for every record. */
 export function bulkBody(plan: BulkRequestPlan): Buffer {
-  const chunks: Buffer[] = [];
+  const body = Buffer.allocUnsafe(plan.bytes);
+  let at = 0;
   for (let i = 0; i < plan.records.length; i++) {
-    chunks.push(plan.actions[i] as Buffer, (plan.records[i] as SinkRecord).line, NEWLINE);
+    at += body.write(plan.actions[i] as string, at);
+    at += (plan.records[i] as SinkRecord).line.copy(body, at);
+    body[at++] = NEWLINE_BYTE;
   }
-  return Buffer.concat(chunks, plan.bytes);
+  return body;
 }
 
 export type ItemOutcome =
@@ -421,13 +430,13 @@ export function createElasticsearchSink(name: string, options: ElasticsearchSink
     },
 
     async healthcheck(signal) {
-      let reachable: boolean;
+      // Cluster health rather than a ping of `/`: some distributions (and proxies) do not serve `/`,
+      // and a cluster without a master answers health with an error, which is what readiness wants.
       try {
-        reachable = await client.ping(undefined, { signal });
+        await client.cluster.health({ timeout: '5s' }, { signal });
       } catch (error) {
-        throw new SinkError(`elasticsearch sink "${name}": ping failed: ${describeRequestError(error)}`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true, cause: errorSummary(error) });
+        throw new SinkError(`elasticsearch sink "${name}": health check failed: ${describeRequestError(error)}`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true, cause: errorSummary(error) });
       }
-      if (!reachable) throw new SinkError(`elasticsearch sink "${name}": ping answered not found`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
     },
 
     async close() {

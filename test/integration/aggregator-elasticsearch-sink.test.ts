@@ -229,7 +229,7 @@ describe('Elasticsearch sink (real node)', () => {
         assert.match(error.message, /could not install index template "logship": ConnectionError/);
         return true;
       });
-      await assert.rejects(sink.healthcheck(AbortSignal.timeout(10_000)), /ping failed: ConnectionError/);
+      await assert.rejects(sink.healthcheck(AbortSignal.timeout(10_000)), /health check failed: ConnectionError/);
       const records = Array.from({ length: 5 }, (_, i) => record('down', i, { namespace: 'payments', timestamp: '2026-11-22T04:17:19Z', app: 'api' }));
       const result = await sink.send(batchOf(records), AbortSignal.timeout(10_000));
       assertStatus(result, 'retryable');

@@ -99,6 +99,7 @@ describe('aggregator pipeline', () => {
       }),
     );
     const ops = await aggregator.opsUrl;
+    await waitFor('/readyz: consumer running, both sinks healthy', async () => (await fetch(`${ops}/readyz`)).status === 200, 30_000, 200);
 
     // A topic created while the aggregator runs is picked up without a restart.
     await producer.createTopics([{ topic: topicLate, partitions: 2 }]);
@@ -140,14 +141,17 @@ describe('aggregator pipeline', () => {
     const doc = await es.get<LogRecord>({ index: `${name}-ns-b-2026.11.21`, id: byNs('ns-b')[0]?.event_id ?? '' });
     assert.equal(doc._source?.message, byNs('ns-b')[0]?.message);
 
-    // Dead letters: the two poison values and the mapping conflict, each with its reason.
+    // Dead letters: the two poison values and the mapping conflict, each with its reason. They are
+    // written at least once (a rebalance re-reads uncommitted poison), so repeats are told apart by
+    // their source.
     const letters = await readTopic(dlq, 3);
-    const reasons = letters.map((l) => `${String(l.reason)}:${typeof l.sink === 'string' ? l.sink : ''}`).sort();
+    const distinct = new Map(letters.map((l) => [JSON.stringify([l.source, l.sink, l.reason]), l]));
+    const reasons = [...distinct.values()].map((l) => `${String(l.reason)}:${typeof l.sink === 'string' ? l.sink : ''}`).sort();
     assert.deepEqual(reasons, ['invalid_json:', 'rejected:search', 'too_large:']);
     const rejected = letters.find((l) => l.reason === 'rejected');
     assert.match(String(rejected?.detail), /exception/);
     assert.equal((JSON.parse(String(rejected?.record)) as LogRecord).event_id, conflict.event_id);
-    assert.equal(await metricValue(ops, 'logship_aggregator_dead_letters_total'), 3);
+    assert.ok((await metricValue(ops, 'logship_aggregator_dead_letters_total')) >= 3);
 
     // Offsets: committed to the end of every partition (poison did not stall its partition).
     const topics = [topicA, topicB, topicC, topicLate];
