@@ -8,8 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { agentConfigSchema } from '../../agent/config.js';
+import { aggregatorConfigSchema } from '../../aggregator/config.js';
 import { envNameFor, MAP_KEY_PLACEHOLDER } from '../../shared/config-reference.js';
-import { AGENT_EXAMPLE_YAML, CONFIG_DOC_PATH, renderConfigurationDoc } from '../../scripts/gen-config-docs.js';
+import { AGENT_EXAMPLE_YAML, AGGREGATOR_EXAMPLE_YAML, CONFIG_DOC_PATH, renderConfigurationDoc } from '../../scripts/gen-config-docs.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GENERATOR = join(REPO_ROOT, 'scripts', 'gen-config-docs.ts');
@@ -70,12 +71,17 @@ describe('docs/configuration.md', () => {
     assert.deepEqual(missing, []);
   });
 
-  it('has its place for the aggregator and a minimal agent example that validates', () => {
+  it('documents both binaries, with minimal examples that validate', () => {
     const doc = readFileSync(CONFIG_DOC_PATH, 'utf8');
-    assert.match(doc, /\n## Aggregator\n\nAdded with the aggregator\.\n$/);
+    assert.match(doc, /\n## Agent\n/);
+    assert.match(doc, /\n## Aggregator\n/);
+    assert.match(doc, /`sinks\[\]\.s3\.bucket`/);
     assert.ok(doc.includes(AGENT_EXAMPLE_YAML));
-    const example = agentConfigSchema.safeParse(parse(AGENT_EXAMPLE_YAML));
-    assert.ok(example.success, example.error?.message);
+    assert.ok(doc.includes(AGGREGATOR_EXAMPLE_YAML));
+    const agent = agentConfigSchema.safeParse(parse(AGENT_EXAMPLE_YAML));
+    assert.ok(agent.success, agent.error?.message);
+    const aggregator = aggregatorConfigSchema.safeParse(parse(AGGREGATOR_EXAMPLE_YAML));
+    assert.ok(aggregator.success, aggregator.error?.message);
   });
 
   it('--check passes on the committed file and fails on a stale one', () => {
