@@ -25,8 +25,8 @@
  * The marker is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
  */
-import { promisify } from 'node:util';
-import { gzip as gzipCallback } from 'node:zlib';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { z } from 'zod';
@@ -46,8 +46,6 @@ import {
   type PartitionValues,
 } from '../s3-layout.js';
 
-const gzip = promisify(gzipCallback);
-
 const MIB = 1024 * 1024;
 /** S3's smallest part (all but the last) of a multipart upload. */
 const MIN_PART_BYTES = 5 * MIB;
@@ -57,6 +55,14 @@ const MAX_PART_BYTES = 5 * 1024 * MIB;
 const MAX_CACHED_MARKERS = 16_384;
 const STATE_VERSION = 1;
 const NEWLINE = 0x0a;
+const NEWLINE_BYTES = Buffer.from([NEWLINE]);
+/**
+ * An object's NDJSON is handed to gzip in slices of this size, never built whole: a batch in flight
+ * then costs its records plus a slice, not its records twice.
+ */
+const NDJSON_SLICE_BYTES = 1024 * 1024;
+/** Output chunk of the gzip stream: fewer hand-offs between the zlib thread and JavaScript. */
+const GZIP_CHUNK_BYTES = 256 * 1024;
 
 export const s3SinkOptionsSchema = z
   .strictObject({
@@ -117,8 +123,6 @@ export function createS3NdjsonSink(name: string, options: S3SinkOptions, deps: S
 interface RecordGroup {
   readonly key: string;
   readonly records: SinkRecord[];
-  /** NDJSON size: the lines and their newlines. */
-  bytes: number;
 }
 
 class S3NdjsonSink implements Sink {
@@ -206,22 +210,30 @@ class S3NdjsonSink implements Sink {
   private group(records: readonly SinkRecord[], topic: string, partition: number): { groups: RecordGroup[]; rejected: RejectedRecord[] } {
     const byPartition = new Map<string, RecordGroup>();
     const rejected: RejectedRecord[] = [];
+    // Neighbouring records nearly always share a partition: the last group found is tried first.
+    let last: { group: RecordGroup; cluster: string; namespace: string; hour: number } | undefined;
     for (const record of records) {
       const { cluster, namespace, timeMs } = record.fields;
-      const id = `${cluster}\u0000${namespace}\u0000${hourIndex(timeMs)}`;
-      let group = byPartition.get(id);
-      if (group === undefined) {
-        const values: PartitionValues | undefined = partitionValues(record.fields);
-        if (values === undefined) {
-          rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${JSON.stringify(record.fields.timestamp)} is outside the years 0000-9999` });
-          continue;
+      const hour = hourIndex(timeMs);
+      let group: RecordGroup | undefined;
+      if (last !== undefined && last.hour === hour && last.cluster === cluster && last.namespace === namespace) {
+        group = last.group;
+      } else {
+        const id = `${cluster}\u0000${namespace}\u0000${hour}`;
+        group = byPartition.get(id);
+        if (group === undefined) {
+          const values: PartitionValues | undefined = partitionValues(record.fields);
+          if (values === undefined) {
+            rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${JSON.stringify(record.fields.timestamp)} is outside the years 0000-9999` });
+            continue;
+          }
+          // The key names the group's first record: deterministic for a replay from the same offset.
+          group = { key: objectKey(this.options.prefix, values, topic, partition, record.offset), records: [] };
+          byPartition.set(id, group);
         }
-        // The key names the group's first record: deterministic for a replay from the same offset.
-        group = { key: objectKey(this.options.prefix, values, topic, partition, record.offset), records: [], bytes: 0 };
-        byPartition.set(id, group);
+        last = { group, cluster, namespace, hour };
       }
       group.records.push(record);
-      group.bytes += record.line.length + 1;
     }
     return { groups: [...byPartition.values()], rejected };
   }
@@ -238,7 +250,7 @@ class S3NdjsonSink implements Sink {
           continue;
         }
         try {
-          await this.writeObject(group.key, await gzip(ndjson(group), { level: this.options.gzipLevel }), signal);
+          await this.writeObject(group.key, await gzipNdjson(group.records, this.options.gzipLevel), signal);
         } catch (error) {
           failed.push(group);
           firstError ??= error;
@@ -350,22 +362,52 @@ function parseState(text: string): { version: number; endOffset: number } | unde
 
 /** The records in (offset, index) order: as the runner hands them, sorted only if they are not. */
 function inOffsetOrder(records: readonly SinkRecord[]): readonly SinkRecord[] {
-  const before = (a: SinkRecord, b: SinkRecord): number => a.offset - b.offset || a.index - b.index;
   for (let i = 1; i < records.length; i++) {
-    if (before(records[i - 1] as SinkRecord, records[i] as SinkRecord) > 0) return [...records].sort(before);
+    const a = records[i - 1] as SinkRecord;
+    const b = records[i] as SinkRecord;
+    if (a.offset > b.offset || (a.offset === b.offset && a.index > b.index)) {
+      return [...records].sort((x, y) => x.offset - y.offset || x.index - y.index);
+    }
   }
   return records;
 }
 
-/** A group's NDJSON: each line followed by `\n`, in one buffer. */
-function ndjson(group: RecordGroup): Buffer {
-  const body = Buffer.allocUnsafe(group.bytes);
+/** The records as gzip NDJSON (each line followed by `\n`), fed to gzip slice by slice. */
+async function gzipNdjson(records: readonly SinkRecord[], level: number): Promise<Buffer> {
+  const compressed: Buffer[] = [];
+  let bytes = 0;
+  await pipeline(ndjsonSlices(records), createGzip({ level, chunkSize: GZIP_CHUNK_BYTES }), async (gzipped: AsyncIterable<Buffer>) => {
+    for await (const chunk of gzipped) {
+      compressed.push(chunk);
+      bytes += chunk.length;
+    }
+  });
+  return Buffer.concat(compressed, bytes);
+}
+
+/** The NDJSON in slices of up to {@link NDJSON_SLICE_BYTES}; a longer line goes on its own. */
+function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
+  let remaining = 0;
+  for (const record of records) remaining += record.line.length + 1;
+  let slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
   let at = 0;
-  for (const record of group.records) {
-    at += record.line.copy(body, at);
-    body[at++] = NEWLINE;
+  for (const record of records) {
+    const size = record.line.length + 1;
+    if (at + size > slice.length && at > 0) {
+      yield slice.subarray(0, at);
+      slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
+      at = 0;
+    }
+    remaining -= size;
+    if (size > slice.length) {
+      yield record.line;
+      yield NEWLINE_BYTES;
+      continue;
+    }
+    at += record.line.copy(slice, at);
+    slice[at++] = NEWLINE;
   }
-  return body;
+  if (at > 0) yield slice.subarray(0, at);
 }
 
 function httpStatus(error: unknown): number | undefined {
