@@ -1,14 +1,8 @@
 /**
  * The agent's producer: kafkajs behind a small accumulator that batches messages by bytes and linger
- * time, calls each message's `onAck` once Kafka acknowledged it, and bounds the bytes it holds: when
- * Kafka is slow or away, `waitForCapacity` makes the readers wait instead of memory growing.
- *
- * An idempotent kafkajs producer has one request in flight per broker, and compresses a batch only
- * once the previous one was acknowledged: alone, it leaves the agent's core idle for every round trip.
- * So messages are spread over `parallelProducers` lanes, each an idempotent producer sending one batch
- * at a time (acks=all), while the others compress or wait for the broker. A message's lane follows
- * from its key (the pod uid): one pod's messages always take the same lane, in order, so per-pod
- * (per-partition) order holds as with a single producer.
+ * time, sends one batch at a time (idempotent, acks=all, so per-partition order holds), calls each
+ * message's `onAck` once Kafka acknowledged it, and bounds the bytes it holds: when Kafka is slow or
+ * away, `waitForCapacity` makes the readers wait instead of memory growing.
  */
 import { CompressionTypes, type Kafka, type Message, type Producer, type TopicMessages } from 'kafkajs';
 import { describeError } from '../shared/errors.js';
@@ -23,8 +17,6 @@ export interface ProducerOptions {
   /** Bytes held (queued + in flight) above which readers are paused. */
   maxBufferedBytes: number;
   compression: 'gzip' | 'none';
-  /** Idempotent producers sending in parallel, each with one request in flight. */
-  parallelProducers: number;
   /** Backoff between attempts of a failed batch; attempts never stop (lines are never dropped). */
   retryInitialDelayMs: number;
   retryMaxDelayMs: number;
@@ -49,36 +41,47 @@ export interface ProducerStats {
 }
 
 export class AgentProducer {
-  private readonly lanes: ProducerLane[];
+  private queue: OutgoingMessage[] = [];
+  private queuedBytes = 0;
+  private inFlightBytes = 0;
+  private sending = false;
+  private lingerTimer: NodeJS.Timeout | undefined;
   private capacityWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
   private closed = false;
+  private connected = false;
   readonly stats: ProducerStats = { messagesAcked: 0, bytesAcked: 0, batchesSent: 0, sendFailures: 0 };
-  /** Aborted on close: lanes stop retrying. */
-  readonly stopSending = new AbortController();
+  private readonly producer: Producer;
+  private readonly stopSending = new AbortController();
 
   constructor(
     kafka: Kafka,
-    readonly options: ProducerOptions,
-    readonly logger: Logger,
-    readonly onSendFailure: (error: unknown) => void = () => undefined,
+    private readonly options: ProducerOptions,
+    private readonly logger: Logger,
+    private readonly onSendFailure: (error: unknown) => void = () => undefined,
   ) {
-    const lanes = Math.max(1, options.parallelProducers);
-    this.lanes = Array.from({ length: lanes }, () => new ProducerLane(this, kafka));
+    this.producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: true,
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: options.retryInitialDelayMs, maxRetryTime: options.retryMaxDelayMs },
+    });
+    this.producer.on(this.producer.events.CONNECT, () => (this.connected = true));
+    this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
   }
 
   async connect(): Promise<void> {
-    await Promise.all(this.lanes.map((lane) => lane.connect()));
+    await this.producer.connect();
+    this.connected = true;
   }
 
   get isConnected(): boolean {
-    return this.lanes.every((lane) => lane.connected);
+    return this.connected;
   }
 
   /** Bytes queued or in flight. */
   get bufferedBytes(): number {
-    let bytes = 0;
-    for (const lane of this.lanes) bytes += lane.bufferedBytes;
-    return bytes;
+    return this.queuedBytes + this.inFlightBytes;
   }
 
   hasCapacity(): boolean {
@@ -94,12 +97,17 @@ export class AgentProducer {
   /** Queues a message; the caller should have waited for capacity. */
   enqueue(message: OutgoingMessage): void {
     if (this.closed) throw new Error('producer closed');
-    this.laneOf(message.key).enqueue(message);
+    this.queue.push(message);
+    this.queuedBytes += message.size;
+    if (this.queuedBytes >= this.options.maxBatchBytes) this.kick();
+    else this.lingerTimer ??= setTimeout(() => this.kick(), this.options.lingerMs);
   }
 
   /** Sends everything queued now and resolves once all of it was acknowledged. */
   async flush(): Promise<void> {
-    await Promise.all(this.lanes.map((lane) => lane.flush()));
+    this.kick();
+    if (this.queue.length === 0 && !this.sending) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Stops: waits for queued messages for at most as long as `signal` allows, then disconnects. */
@@ -110,88 +118,17 @@ export class AgentProducer {
     }
     this.closed = true;
     this.stopSending.abort();
-    for (const lane of this.lanes) lane.stopTimer();
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
     this.wakeCapacityWaiters();
-    await Promise.all(this.lanes.map((lane) => lane.disconnect()));
-  }
-
-  /** Called by a lane when acknowledged messages left the buffer. */
-  wakeCapacityWaiters(): void {
-    if (!this.hasCapacity() && !this.closed) return;
-    const waiters = this.capacityWaiters;
-    this.capacityWaiters = [];
-    for (const resolve of waiters) resolve();
-  }
-
-  /** The lane of a key: a string hash, so that a key always takes the same lane. */
-  private laneOf(key: string): ProducerLane {
-    const lanes = this.lanes;
-    if (lanes.length === 1) return lanes[0] as ProducerLane;
-    let hash = 0;
-    for (let i = 0; i < key.length; i++) hash = (Math.imul(hash, 31) + key.charCodeAt(i)) | 0;
-    return lanes[(hash >>> 0) % lanes.length] as ProducerLane;
-  }
-}
-
-/** One idempotent kafkajs producer and the messages waiting for it; one batch in flight at a time. */
-class ProducerLane {
-  private queue: OutgoingMessage[] = [];
-  private queuedBytes = 0;
-  private inFlightBytes = 0;
-  private sending = false;
-  private lingerTimer: NodeJS.Timeout | undefined;
-  private idleWaiters: (() => void)[] = [];
-  connected = false;
-  private readonly producer: Producer;
-
-  constructor(
-    private readonly parent: AgentProducer,
-    kafka: Kafka,
-  ) {
-    const { retryInitialDelayMs, retryMaxDelayMs } = parent.options;
-    this.producer = kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: true,
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: retryInitialDelayMs, maxRetryTime: retryMaxDelayMs },
-    });
-    this.producer.on(this.producer.events.CONNECT, () => (this.connected = true));
-    this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
-  }
-
-  async connect(): Promise<void> {
-    await this.producer.connect();
-    this.connected = true;
-  }
-
-  async disconnect(): Promise<void> {
     await this.producer.disconnect();
   }
 
-  get bufferedBytes(): number {
-    return this.queuedBytes + this.inFlightBytes;
-  }
-
-  enqueue(message: OutgoingMessage): void {
-    this.queue.push(message);
-    this.queuedBytes += message.size;
-    if (this.queuedBytes >= this.parent.options.maxBatchBytes) this.kick();
-    else this.lingerTimer ??= setTimeout(() => this.kick(), this.parent.options.lingerMs);
-  }
-
-  async flush(): Promise<void> {
-    this.kick();
-    if (this.queue.length === 0 && !this.sending) return;
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  stopTimer(): void {
-    clearTimeout(this.lingerTimer);
-    this.lingerTimer = undefined;
-  }
-
   private kick(): void {
-    this.stopTimer();
+    if (this.lingerTimer) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = undefined;
+    }
     if (this.sending || this.queue.length === 0) return;
     this.sending = true;
     void this.sendLoop();
@@ -199,10 +136,8 @@ class ProducerLane {
 
   /** One batch at a time until the queue is empty; a failed batch is retried with backoff, never dropped. */
   private async sendLoop(): Promise<void> {
-    const { parent } = this;
-    const { options, stats, stopSending } = parent;
     try {
-      while (this.queue.length > 0 && !stopSending.signal.aborted) {
+      while (this.queue.length > 0 && !this.stopSending.signal.aborted) {
         const batch = this.takeBatch();
         let attempt = 0;
         for (;;) {
@@ -210,16 +145,16 @@ class ProducerLane {
             await this.producer.sendBatch({
               topicMessages: toTopicMessages(batch),
               acks: -1,
-              compression: options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+              compression: this.options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
             });
             break;
           } catch (error) {
-            stats.sendFailures++;
-            parent.onSendFailure(error);
-            const delayMs = backoffDelayMs(attempt++, { initialDelayMs: options.retryInitialDelayMs, maxDelayMs: options.retryMaxDelayMs });
-            parent.logger.warn({ err: error, attempt, delayMs, messages: batch.length }, `send to Kafka failed, retrying: ${describeError(error)}`);
+            this.stats.sendFailures++;
+            this.onSendFailure(error);
+            const delayMs = backoffDelayMs(attempt++, { initialDelayMs: this.options.retryInitialDelayMs, maxDelayMs: this.options.retryMaxDelayMs });
+            this.logger.warn({ err: error, attempt, delayMs, messages: batch.length }, `send to Kafka failed, retrying: ${describeError(error)}`);
             try {
-              await abortableSleep(delayMs, stopSending.signal);
+              await abortableSleep(delayMs, this.stopSending.signal);
             } catch {
               return;
             }
@@ -231,13 +166,13 @@ class ProducerLane {
           message.onAck();
         }
         this.inFlightBytes -= bytes;
-        stats.messagesAcked += batch.length;
-        stats.bytesAcked += bytes;
-        stats.batchesSent++;
-        parent.wakeCapacityWaiters();
+        this.stats.messagesAcked += batch.length;
+        this.stats.bytesAcked += bytes;
+        this.stats.batchesSent++;
+        this.wakeCapacityWaiters();
         // Wait for a fuller batch unless there is already enough, or the linger time runs out.
-        if (this.queue.length > 0 && this.queuedBytes < options.maxBatchBytes && this.idleWaiters.length === 0) {
-          this.lingerTimer ??= setTimeout(() => this.kick(), options.lingerMs);
+        if (this.queue.length > 0 && this.queuedBytes < this.options.maxBatchBytes && this.idleWaiters.length === 0) {
+          this.lingerTimer ??= setTimeout(() => this.kick(), this.options.lingerMs);
           return;
         }
       }
@@ -247,17 +182,16 @@ class ProducerLane {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
         for (const resolve of waiters) resolve();
-      } else if (this.idleWaiters.length > 0 && !stopSending.signal.aborted) {
+      } else if (this.idleWaiters.length > 0 && !this.stopSending.signal.aborted) {
         this.kick();
       }
     }
   }
 
   private takeBatch(): OutgoingMessage[] {
-    const maxBatchBytes = this.parent.options.maxBatchBytes;
     let bytes = 0;
     let count = 0;
-    while (count < this.queue.length && (count === 0 || bytes < maxBatchBytes)) {
+    while (count < this.queue.length && (count === 0 || bytes < this.options.maxBatchBytes)) {
       bytes += (this.queue[count] as OutgoingMessage).size;
       count++;
     }
@@ -266,6 +200,13 @@ class ProducerLane {
     this.queuedBytes -= bytes;
     this.inFlightBytes += bytes;
     return batch;
+  }
+
+  private wakeCapacityWaiters(): void {
+    if (!this.hasCapacity() && !this.closed) return;
+    const waiters = this.capacityWaiters;
+    this.capacityWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 }
 

@@ -1,21 +1,14 @@
 /**
  * `npm run bench:agent`: how fast the real agent ships CRI logs to the real Kafka, on one core.
  *
- * Writes LINES whole CRI lines of LINE_BYTES bytes across FILES files of several pods and namespaces,
- * starts the compiled agent pinned to one CPU (taskset) with the DaemonSet's runtime settings
- * (AGENT_ENV), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
- * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
- * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
- * processes on it), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The
- * last output line is one JSON object, also written to bench/results/agent.json.
- *
- * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
- * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
- * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings).
+ * Writes LINES lines of LINE_BYTES bytes (CRI, partial lines included) across FILES files of several
+ * pods and namespaces, starts the compiled agent pinned to one CPU (taskset), and measures from the
+ * moment it is ready until Kafka acknowledged every line: lines/s, MB/s of log bytes, CPU seconds per
+ * million lines, peak RSS (VmHWM), and RSS after IDLE_MS with nothing to do. The last output line is
+ * one JSON object, also written to bench/results/agent.json.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,87 +22,18 @@ const LINE_BYTES = 170;
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
 const CPU = process.env.BENCH_CPU ?? '1';
 const TIMEOUT_MS = 15 * 60_000;
-const OPS_PORT = 19102;
-
-/**
- * The agent's runtime settings, as the DaemonSet (k8s/base/agent-daemonset.yaml) sets them; keep the
- * two in step. BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD override them ('' for none).
- * - `--max-semi-space-size=1`: a 1 MiB young generation instead of up to 16 MiB per semi-space. The
- *   agent's hot path allocates little on the JavaScript heap, so collections stay rare; ~30 MiB less RSS.
- * - `--expose-gc`: lets the agent run one full collection when it goes idle (agent/idle-reclaimer.ts).
- * - `--max-old-space-size=256`: a cap well above the ~20 MiB the heap uses, below the memory limit.
- * - `MALLOC_MMAP_THRESHOLD_=131072`: allocations from 128 KiB on (the Kafka client's encoding buffers)
- *   get their own mapping, returned to the system when freed; glibc otherwise raises this threshold
- *   as big buffers are freed, and keeps their memory after a burst.
- */
-const NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-space-size=1 --expose-gc --max-old-space-size=256';
-const MALLOC_MMAP_THRESHOLD = process.env.BENCH_MALLOC_MMAP_THRESHOLD ?? '131072';
-const AGENT_ENV: Record<string, string> = { NODE_OPTIONS, ...(MALLOC_MMAP_THRESHOLD === '' ? {} : { MALLOC_MMAP_THRESHOLD_: MALLOC_MMAP_THRESHOLD }) };
 
 function run(command: string, args: string[]): void {
   execFileSync(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-/** Compiles the agent (and shared/) into dist/ as `npm run build` does, without the other binaries. */
-function buildAgent(work: string): void {
-  const tsconfig = join(work, 'tsconfig.agent.json');
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({
-      extends: join(REPO_ROOT, 'tsconfig.build.json'),
-      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
-      include: [join(REPO_ROOT, 'agent'), join(REPO_ROOT, 'shared')],
-    }),
-  );
-  run('npx', ['tsc', '-p', tsconfig]);
-}
-
-interface ProcStat {
-  /** CPU seconds of the whole process (all threads). */
-  cpuSeconds: number;
-  /** CPU seconds of the main (JavaScript) thread alone; the rest is zlib, file reads and GC helpers. */
-  mainThreadCpuSeconds: number;
-  /** Seconds the process's threads were ready to run but waited for the core (other processes on it, or each other). */
-  runQueueSeconds: number;
-  rssBytes: number;
-  hwmBytes: number;
-}
-
-function procStat(pid: number): ProcStat {
-  const cpuOf = (statFile: string): number => {
-    const stat = readFileSync(statFile, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  };
-  let runQueueSeconds = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const schedstat = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ');
-    runQueueSeconds += Number(schedstat[1]) / 1e9;
-  }
+function procStat(pid: number): { cpuSeconds: number; rssBytes: number; hwmBytes: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-  return {
-    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
-    mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
-    runQueueSeconds,
-    rssBytes: kb('VmRSS'),
-    hwmBytes: kb('VmHWM'),
-  };
-}
-
-/** Whether a TCP connection to `host:port` opens within a second. */
-function reachable(hostPort: string): Promise<boolean> {
-  const [host, port] = hostPort.split(':');
-  return new Promise((resolve) => {
-    const socket = connect({ host, port: Number(port), timeout: 1000 });
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once('connect', () => done(true));
-    socket.once('timeout', () => done(false));
-    socket.once('error', () => done(false));
-  });
+  return { cpuSeconds: ticks / 100, rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM') };
 }
 
 async function metric(url: string, name: string): Promise<number> {
@@ -118,7 +42,7 @@ async function metric(url: string, name: string): Promise<number> {
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
-/** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
+/** One CRI line of exactly LINE_BYTES bytes; every 50th message is split into P + F chunks. */
 function writeLogs(root: string): number {
   const perFile = Math.ceil(LINES / FILES);
   let bytes = 0;
@@ -146,11 +70,10 @@ function writeLogs(root: string): number {
 }
 
 async function main(): Promise<void> {
-  // Kafka is shared: bring it up only when it does not answer already.
-  if (!(await reachable(readEndpoints().kafka.brokers[0] ?? ''))) run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
+  run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
+  run('npx', ['tsc', '-p', 'tsconfig.build.json']);
   const endpoints = readEndpoints();
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-agent-'));
-  buildAgent(work);
   const root = join(work, 'pods');
   const t0 = Date.now();
   const bytes = writeLogs(root);
@@ -165,70 +88,57 @@ async function main(): Promise<void> {
       cluster: 'bench',
       nodeName: 'bench-node',
       logLevel: 'warn',
-      ops: { host: '127.0.0.1', port: OPS_PORT },
+      ops: { host: '127.0.0.1', port: 19102 },
       files: { root },
       kubernetes: { enabled: false },
-      kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}`, ...(JSON.parse(process.env.BENCH_KAFKA ?? '{}') as object) },
+      kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}` },
       checkpoints: { dir: join(work, 'state') },
     }),
   );
-  const url = `http://127.0.0.1:${OPS_PORT}`;
-  // Another agent answering there (a concurrent bench) would be measured instead of ours.
-  if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, join(REPO_ROOT, 'dist', 'agent', 'main.js'), '--config', configFile], {
-    stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
-    env: { ...process.env, ...AGENT_ENV, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
+    env: { ...process.env, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
   });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
   const pid = child.pid ?? 0;
+  const url = 'http://127.0.0.1:19102';
+  const deadline = Date.now() + TIMEOUT_MS;
   let readyAt = 0;
-  let doneAt = 0;
-  let atReady: ProcStat;
-  let busy: ProcStat;
-  let idle: ProcStat;
-  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number;
-  try {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (Date.now() < deadline && child.exitCode === null) {
-      const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-      if (ok) {
-        readyAt = Date.now();
-        break;
-      }
-      await sleep(50);
+  while (Date.now() < deadline) {
+    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
+    if (ok) {
+      readyAt = Date.now();
+      break;
     }
-    if (!readyAt) throw new Error('agent did not become ready');
-    atReady = procStat(pid);
-    while (Date.now() < deadline) {
-      const [produced, unshipped] = await Promise.all([metric(url, 'logship_agent_records_produced_total'), metric(url, 'logship_agent_unshipped_bytes')]);
-      if (produced >= lines && unshipped === 0) {
-        doneAt = Date.now();
-        break;
-      }
-      // Polling /metrics costs the agent CPU (prom-client collects process metrics): keep it sparse.
-      await sleep(250);
-    }
-    if (!doneAt) throw new Error('agent did not finish in time');
-    busy = procStat(pid);
-    await sleep(IDLE_MS);
-    idle = procStat(pid);
-    [heapTotal, heapUsed, external, backpressure, messages] = await Promise.all([
-      metric(url, 'nodejs_heap_size_total_bytes'),
-      metric(url, 'nodejs_heap_size_used_bytes'),
-      metric(url, 'nodejs_external_memory_bytes'),
-      metric(url, 'logship_agent_backpressure_seconds_total'),
-      metric(url, 'logship_agent_kafka_messages_acked_total'),
-    ]);
-  } finally {
-    child.kill('SIGTERM');
-    await exited;
-    rmSync(work, { recursive: true, force: true });
+    await sleep(50);
   }
+  const cpuAtReady = procStat(pid).cpuSeconds;
+  let doneAt = 0;
+  while (Date.now() < deadline) {
+    const [produced, unshipped] = await Promise.all([metric(url, 'logship_agent_records_produced_total'), metric(url, 'logship_agent_unshipped_bytes')]);
+    if (produced >= lines && unshipped === 0) {
+      doneAt = Date.now();
+      break;
+    }
+    // Polling /metrics costs the agent CPU (prom-client collects process metrics): keep it sparse.
+    await sleep(250);
+  }
+  if (!doneAt) throw new Error('agent did not finish in time');
+  const busy = procStat(pid);
+  await sleep(IDLE_MS);
+  const idle = procStat(pid);
+  const [heapTotal, heapUsed, external] = await Promise.all([
+    metric(url, 'nodejs_heap_size_total_bytes'),
+    metric(url, 'nodejs_heap_size_used_bytes'),
+    metric(url, 'nodejs_external_memory_bytes'),
+  ]);
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.once('exit', resolve));
+  rmSync(work, { recursive: true, force: true });
 
   const seconds = (doneAt - readyAt) / 1000;
-  const cpuSeconds = busy.cpuSeconds - atReady.cpuSeconds;
+  const cpuSeconds = busy.cpuSeconds - cpuAtReady;
   const result = {
     bench: 'agent',
     at: new Date().toISOString(),
@@ -240,21 +150,13 @@ async function main(): Promise<void> {
     mb_per_sec: round(bytes / 1e6 / seconds),
     cpu_seconds: round(cpuSeconds),
     cpu_s_per_million_lines: round(cpuSeconds / (lines / 1e6)),
-    main_thread_cpu_seconds: round(busy.mainThreadCpuSeconds - atReady.mainThreadCpuSeconds),
-    backpressure_seconds: round(backpressure),
-    kafka_messages: messages,
-    run_queue_wait_seconds: round(busy.runQueueSeconds - atReady.runQueueSeconds),
-    // The high-water mark over the whole run, idle time included.
-    peak_rss_mib: round(idle.hwmBytes / 2 ** 20),
+    peak_rss_mib: round(busy.hwmBytes / 2 ** 20),
     idle_rss_mib: round(idle.rssBytes / 2 ** 20),
     idle_heap_total_mib: round(heapTotal / 2 ** 20),
     idle_heap_used_mib: round(heapUsed / 2 ** 20),
     idle_external_mib: round(external / 2 ** 20),
     cpu: CPU,
     node: process.version,
-    node_options: NODE_OPTIONS,
-    malloc_mmap_threshold: MALLOC_MMAP_THRESHOLD,
-    node_flags: nodeFlags.join(' '),
   };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'agent.json'), `${JSON.stringify(result, null, 2)}\n`);
