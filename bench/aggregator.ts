@@ -84,6 +84,7 @@ const ES_RUNNER_CONCURRENCY = 4;
 const ES_SINK_CONCURRENCY = 2;
 const ES_REQUEST_BYTES = 5 * 2 ** 20;
 const ES_REFRESH_INTERVAL_MS = 30_000;
+const PLAIN_BULK_TIMEOUT_MS = 120_000;
 /** Bulk requests in flight in the plain loop: the runner's partitions in flight × the sink's requests per batch. */
 const PLAIN_BULK_CONCURRENCY = Number(process.env.BENCH_BULK_CONCURRENCY ?? ES_RUNNER_CONCURRENCY * ES_SINK_CONCURRENCY);
 const S3_BATCH_MAX_AGE_MS = 5_000;
@@ -551,7 +552,8 @@ async function plainBulk(specFile: string): Promise<void> {
     }
   }
   flush();
-  const client = createElasticsearchClient(elasticsearchConfig());
+  // A freshly started node on a loaded machine can take longer than the default 30 s for 5 MiB: this loop has no retries.
+  const client = createElasticsearchClient({ ...elasticsearchConfig(), requestTimeoutMs: PLAIN_BULK_TIMEOUT_MS });
   let next = 0;
   let failed = 0;
   const startedAt = performance.now();
