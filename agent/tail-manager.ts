@@ -348,7 +348,10 @@ export class TailManager {
         this.hooks.onError('file_read', error, { path: file.path });
         continue;
       }
-      if (bytesRead === buffer.length || file.hasUnreadBytes) this.markReady(file);
+      // Only a read that found bytes takes the file again at once: a file that gave nothing (not
+      // identified yet, or at its end) waits for the watcher or the poll, else this loop would spin
+      // without ever yielding to timers and I/O (a frozen agent).
+      if (bytesRead > 0 && (bytesRead === buffer.length || file.hasUnreadBytes)) this.markReady(file);
       else if (file.drainComplete(Date.now())) await this.finish(file);
     }
   }

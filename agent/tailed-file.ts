@@ -200,8 +200,12 @@ export class TailedFile {
     return { size: stats.size, nlink: stats.nlink, truncated: stats.size < this.readOffset };
   }
 
+  /**
+   * Whether a read would find bytes: the file is readable (identified, not finished) and was seen
+   * larger than the read offset. A file still `identifying` has bytes but nothing to read yet.
+   */
   get hasUnreadBytes(): boolean {
-    return this.fd !== undefined && this.knownSize > this.readOffset;
+    return this.fd !== undefined && (this.phase === 'active' || this.phase === 'draining') && this.knownSize > this.readOffset;
   }
 
   /** Bytes written to the file but not yet safely shipped (for the backlog metric). */
@@ -216,7 +220,11 @@ export class TailedFile {
   async readChunk(buffer: Buffer): Promise<number> {
     if (this.fd === undefined || (this.phase !== 'active' && this.phase !== 'draining')) return 0;
     const { bytesRead } = await readAsync(this.fd, buffer, 0, buffer.length, this.readOffset);
-    if (bytesRead === 0) return 0;
+    if (bytesRead === 0) {
+      // The end is here (the file shrank since its size was seen): nothing unread until it grows.
+      if (this.knownSize > this.readOffset) this.knownSize = this.readOffset;
+      return 0;
+    }
     const start = this.readOffset;
     this.readOffset += bytesRead;
     if (this.readOffset > this.knownSize) this.knownSize = this.readOffset;
