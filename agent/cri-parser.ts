@@ -80,22 +80,30 @@ export function parseCriLine(line: Buffer): ParsedLine {
  * The line assembler uses it to decode a whole line in one call instead of slicing it first.
  */
 export function scanCriLine(line: Buffer, layout: CriLayout): boolean {
-  const timeEnd = indexOfSpaceInAscii(line, 0, MAX_TIME_BYTES + 1);
-  if (timeEnd < MIN_TIME_BYTES || !isTimeShaped(line, timeEnd)) return false;
+  return scanCriLineAt(line, 0, line.length, layout);
+}
+
+/**
+ * `scanCriLine` for the line `buffer[start, end)` of a larger buffer (a read chunk), without slicing
+ * it: the positions in `layout` are indexes into `buffer`.
+ */
+export function scanCriLineAt(buffer: Buffer, start: number, end: number, layout: CriLayout): boolean {
+  const timeEnd = indexOfSpaceInAscii(buffer, start, start + MAX_TIME_BYTES + 1, end);
+  if (timeEnd - start < MIN_TIME_BYTES || !isTimeShaped(buffer, start, timeEnd)) return false;
 
   const streamStart = timeEnd + 1;
-  const stream = streamAt(line, streamStart);
+  const stream = streamAt(buffer, streamStart, end);
   if (stream === undefined) return false;
 
   const tagStart = streamStart + STREAM_BYTES + 1;
-  const tag = line[tagStart];
+  const tag = tagStart < end ? buffer[tagStart] : undefined;
   if (tag !== TAG_PARTIAL && tag !== TAG_FULL) return false;
 
   let tagEnd = tagStart + 1;
-  if (line[tagEnd] === COLON) {
-    tagEnd = indexOfSpaceInAscii(line, tagEnd, line.length);
+  if (tagEnd < end && buffer[tagEnd] === COLON) {
+    tagEnd = indexOfSpaceInAscii(buffer, tagEnd, end, end);
     if (tagEnd === -1) return false;
-  } else if (tagEnd < line.length && line[tagEnd] !== SPACE) {
+  } else if (tagEnd < end && buffer[tagEnd] !== SPACE) {
     return false;
   }
 
@@ -103,28 +111,29 @@ export function scanCriLine(line: Buffer, layout: CriLayout): boolean {
   layout.stream = stream;
   layout.partial = tag === TAG_PARTIAL;
   // Runtimes write `... F ` for an empty message; a line ending right after the tag is empty too.
-  layout.messageStart = Math.min(tagEnd + 1, line.length);
+  layout.messageStart = Math.min(tagEnd + 1, end);
   return true;
 }
 
 /**
- * Index of the first space in `line[from, limit)`, or of `limit` when the line ends there; -1 when a
- * non-ASCII byte comes first or no space is found before `limit`. A plain loop suits these short fields.
+ * Index of the first space in `line[from, limit)`, or of `limit` when the line ends there (`lineEnd`);
+ * -1 when a non-ASCII byte comes first or no space is found before `limit`. A plain loop suits these
+ * short fields.
  */
-function indexOfSpaceInAscii(line: Buffer, from: number, limit: number): number {
-  const end = Math.min(limit, line.length);
+function indexOfSpaceInAscii(line: Buffer, from: number, limit: number, lineEnd: number): number {
+  const end = Math.min(limit, lineEnd);
   for (let i = from; i < end; i++) {
     const byte = line[i] ?? 0;
     if (byte === SPACE) return i;
     if (byte >= NON_ASCII) return -1;
   }
-  return end === line.length ? end : -1;
+  return end === lineEnd ? end : -1;
 }
 
-/** Cheap shape check of `line[0, end)`: starts with a digit, `T` after the date, ends with `Z` or an offset digit. */
-function isTimeShaped(line: Buffer, end: number): boolean {
-  const first = line[0] ?? 0;
-  const separator = line[DATE_TIME_SEPARATOR_INDEX];
+/** Cheap shape check of `line[start, end)`: starts with a digit, `T` after the date, ends with `Z` or an offset digit. */
+function isTimeShaped(line: Buffer, start: number, end: number): boolean {
+  const first = line[start] ?? 0;
+  const separator = line[start + DATE_TIME_SEPARATOR_INDEX];
   const last = line[end - 1] ?? 0;
   return (
     first >= DIGIT_0 &&
@@ -134,8 +143,9 @@ function isTimeShaped(line: Buffer, end: number): boolean {
   );
 }
 
-/** `stdout` or `stderr` at `at`, followed by a space; anything else is undefined. */
-function streamAt(line: Buffer, at: number): Stream | undefined {
+/** `stdout` or `stderr` at `at`, followed by a space, before `end`; anything else is undefined. */
+function streamAt(line: Buffer, at: number, end: number): Stream | undefined {
+  if (at + STREAM_BYTES >= end) return undefined;
   if (line[at] !== S || line[at + 1] !== LOWER_T || line[at + 2] !== D || line[at + STREAM_BYTES] !== SPACE) return undefined;
   const a = line[at + 3];
   const b = line[at + 4];

@@ -120,6 +120,11 @@ export class LineAssembler {
     return this.#assemble(time, stream, partial, bytes.subarray(messageStart), line);
   }
 
+  /** Whether a partial line of `stream` waits for its final chunk (a whole line of that stream cannot bypass the assembler). */
+  hasPending(stream: Stream): boolean {
+    return this.#pendingOf(stream) !== undefined;
+  }
+
   /** Smallest `start` of an entry still waiting for its final chunk, or undefined. Never checkpoint past it. */
   pendingStart(): number | undefined {
     const out = this.#stdout?.start;

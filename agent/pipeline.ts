@@ -10,8 +10,10 @@ import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
 import { ShutdownCoordinator } from '../shared/shutdown.js';
 import { CheckpointStore } from './checkpoint-store.js';
+import { IdleReclaimer } from './idle-reclaimer.js';
 import type { AgentConfig } from './config.js';
 import { AgentProducer } from './kafka-producer.js';
+import { MessageBuilder } from './message-builder.js';
 import { AgentMetrics } from './metrics.js';
 import { MULTILINE_PRESETS, type MultilineOptions, type MultilinePreset } from './multiline.js';
 import { ANNOTATION_MULTILINE, PodMetadataCache, PodMetadataStore, type MetadataLookup } from './pod-metadata.js';
@@ -26,6 +28,8 @@ export interface RunningAgent {
 
 /** How long an error reason is logged at most once. */
 const ERROR_LOG_INTERVAL_MS = 30_000;
+/** Quiet time (nothing read, nothing sent) after which memory kept for the next burst is given back. */
+const IDLE_RECLAIM_MS = 5_000;
 
 export async function startAgent(config: AgentConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAgent> {
   const registry = createMetricsRegistry();
@@ -57,6 +61,11 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     annotation = () => undefined;
   }
 
+  const messages = new MessageBuilder({
+    maxMessageBytes: config.kafka.maxMessageBytes,
+    maxRecordsPerMessage: config.kafka.maxRecordsPerMessage,
+    slabBytes: config.kafka.maxBatchBytes,
+  });
   const env: TailEnvironment = {
     settings: {
       cluster: config.cluster,
@@ -68,6 +77,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       rotateWaitMs: config.files.rotateWaitMs,
     },
     producer,
+    messages,
     logger,
     lookupMetadata,
     metadataSynced,
@@ -133,6 +143,14 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
   podStore?.start();
   await producer.connect();
   await tails.start();
+  const reclaimer = new IdleReclaimer({
+    activity: () => counters.bytesRead + producer.stats.messagesAcked,
+    busy: () => producer.bufferedBytes > 0,
+    release: () => messages.releasePooled(),
+    quietMs: IDLE_RECLAIM_MS,
+  });
+  reclaimer.start();
+  shutdown.register('stop idle reclaimer', () => reclaimer.stop());
   logger.info({ root: config.files.root, files: tails.trackedFiles, node: config.nodeName, cluster: config.cluster }, 'agent started');
   return { opsUrl: ops.url, shutdown };
 }

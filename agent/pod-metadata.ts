@@ -14,7 +14,7 @@
  * version") relist at once with a consistent read; on any other failure wait a jittered, capped
  * backoff and relist.
  */
-import { Observable, type ConfigurationOptions, type RequestContext, type ResponseContext, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
+import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 import { describeError, ErrorCode, LogshipError } from '../shared/errors.js';
 import type { KubeClients } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
@@ -564,7 +564,7 @@ export class PodMetadataStore {
       path: '/api/v1/pods',
       fieldSelector,
       list: async (resourceVersion, signal) => {
-        const list = await this.kube.core.listPodForAllNamespaces({ fieldSelector, resourceVersion }, withSignal(signal));
+        const list = await this.kube.core.listPodForAllNamespaces({ fieldSelector, resourceVersion }, this.kube.withSignal(signal));
         return { items: list.items, resourceVersion: list.metadata?.resourceVersion };
       },
       replace: (items) => this.cache.replacePods(items),
@@ -578,7 +578,7 @@ export class PodMetadataStore {
       path: '/api/v1/namespaces',
       fieldSelector: undefined,
       list: async (resourceVersion, signal) => {
-        const list = await this.kube.core.listNamespace({ resourceVersion }, withSignal(signal));
+        const list = await this.kube.core.listNamespace({ resourceVersion }, this.kube.withSignal(signal));
         return { items: list.items, resourceVersion: list.metadata?.resourceVersion };
       },
       replace: (items) => this.cache.replaceNamespaces(items),
@@ -741,22 +741,6 @@ export class PodMetadataStore {
       this.rateLimited.warn('on_watch_restart', { err: describeError(error) }, 'onWatchRestart callback threw');
     }
   }
-}
-
-/** Request options that abort the API call when `signal` aborts (the generated client takes no signal otherwise). */
-function withSignal(signal: AbortSignal): ConfigurationOptions {
-  return {
-    middleware: [
-      {
-        pre: (context: RequestContext) => {
-          context.setSignal(signal);
-          return new Observable(Promise.resolve(context));
-        },
-        post: (context: ResponseContext) => new Observable(Promise.resolve(context)),
-      },
-    ],
-    middlewareMergeStrategy: 'append',
-  };
 }
 
 function isAborted(signal: AbortSignal): boolean {

@@ -12,11 +12,13 @@ import { close, fstat, open, read, constants as fsConstants, type Stats } from '
 import { promisify } from 'node:util';
 import type { Logger } from '../shared/logger.js';
 import { RecordFlag, type KubernetesMetadata } from '../shared/record.js';
+import { scanCriLineAt, type CriLayout } from './cri-parser.js';
 import { fileEventIdPrefix } from './event-id.js';
 import { identifyFile, type FileIdentity } from './file-identity.js';
 import { FileProgress } from './file-progress.js';
 import type { AgentProducer } from './kafka-producer.js';
 import { LineAssembler, type LogEntry, type LogFormat } from './line-assembler.js';
+import type { MessageBuilder, MessageSink } from './message-builder.js';
 import { MultilineJoiner, type MultilineOptions } from './multiline.js';
 import type { MetadataLookup } from './pod-metadata.js';
 import type { PodLogPath } from './pod-path.js';
@@ -46,6 +48,8 @@ export interface TailSettings {
 export interface TailEnvironment {
   settings: TailSettings;
   producer: AgentProducer;
+  /** Where records are grouped into Kafka messages (one builder for all files). */
+  messages: MessageBuilder;
   logger: Logger;
   lookupMetadata: (path: PodLogPath) => MetadataLookup;
   /** Whether the pod watcher is in sync with the API (tells a miss from a fallback). */
@@ -89,13 +93,15 @@ export function newTailCounters(): TailCounters {
   };
 }
 
-interface OpenMessage {
-  parts: string[];
-  bytes: number;
-  minStart: number;
-}
-
 const NEWLINE = 10;
+
+/** Per chunk: the file's metadata and record writer, for the hot path. */
+interface FastPath {
+  lookup: MetadataLookup;
+  writer: RecordWriter;
+  /** Whether the pod watcher is in sync (tells a metadata miss from a fallback). */
+  synced: boolean;
+}
 /**
  * Bytes kept beyond maxLineBytes of a physical line that is cut while read: more than any CRI prefix
  * (time, stream, tag), so what remains of the message is still over the cap and gets flagged.
@@ -128,7 +134,10 @@ export class TailedFile {
   private writer: RecordWriter | undefined;
   private writerSource: KubernetesMetadata | undefined;
   private eventIdPrefix = '';
-  private message: OpenMessage | undefined;
+  /** Receives this file's finished messages from the shared builder. */
+  private readonly messageSink: MessageSink = (value, minStart, release) => this.enqueueMessage(value, minStart, release);
+  /** Scratch space for scanning CRI lines on the hot path. */
+  private readonly layout: CriLayout = { timeEnd: 0, stream: 'stdout', partial: false, messageStart: 0 };
   private readonly assemblerTotals = { unparsed: 0, truncated: 0, invalidUtf8: 0 };
 
   /**
@@ -315,35 +324,79 @@ export class TailedFile {
   // ---- hot path ------------------------------------------------------------------------------
 
   private processBytes(chunk: Buffer, chunkStart: number): void {
+    this.env.messages.begin(this.messageSink);
+    let fast = this.fastPath();
     let lineStartInChunk = 0;
     let lines = 0;
+    let fastRecords = 0;
     for (;;) {
       const newline = chunk.indexOf(NEWLINE, lineStartInChunk);
       if (newline < 0) break;
-      const lineBytes = chunk.subarray(lineStartInChunk, newline);
-      let bytes: Buffer;
-      let start: number;
+      const end = chunkStart + newline + 1;
       if (this.carryBytes > 0 || this.carryLength > 0) {
-        this.appendCarry(lineBytes);
-        bytes = Buffer.concat(this.carry, this.carryBytes);
-        start = this.consumedOffset;
+        this.appendCarry(chunk.subarray(lineStartInChunk, newline));
+        const bytes = Buffer.concat(this.carry, this.carryBytes);
+        const start = this.consumedOffset;
         this.carry = [];
         this.carryBytes = 0;
         this.carryLength = 0;
+        this.consumedOffset = end;
+        this.ship(this.assembler.push({ bytes, start, end }));
       } else {
-        bytes = lineBytes;
-        start = chunkStart + lineStartInChunk;
+        const start = chunkStart + lineStartInChunk;
+        this.consumedOffset = end;
+        if (fast !== undefined && this.shipFast(fast, chunk, lineStartInChunk, newline, start)) fastRecords++;
+        else {
+          this.ship(this.assembler.push({ bytes: chunk.subarray(lineStartInChunk, newline), start, end }));
+          // The first line of a file decides its format (`auto`): the hot path may apply from the next one.
+          fast ??= this.fastPath();
+        }
       }
-      const end = chunkStart + newline + 1;
-      this.consumedOffset = end;
       lines++;
-      this.ship(this.assembler.push({ bytes, start, end }));
       lineStartInChunk = newline + 1;
     }
     if (lineStartInChunk < chunk.length) this.appendCarry(chunk.subarray(lineStartInChunk));
-    this.env.counters.linesRead += lines;
+    const counters = this.env.counters;
+    counters.linesRead += lines;
+    if (fast !== undefined && fastRecords > 0) {
+      counters.recordsProduced += fastRecords;
+      if (fast.lookup.kind === 'hit') counters.metadataHits += fastRecords;
+      else if (fast.synced) counters.metadataMisses += fastRecords;
+      else counters.metadataFallbacks += fastRecords;
+    }
     this.flushMessage();
     this.syncAssemblerCounters();
+  }
+
+  /**
+   * What the hot path needs for this chunk, or undefined when every line must take the general path:
+   * a format other than CRI (or not known yet), multiline joining, or an excluded pod.
+   */
+  private fastPath(): FastPath | undefined {
+    if (this.assembler.format !== 'cri' || this.joiners) return undefined;
+    const lookup = this.env.lookupMetadata(this.pod);
+    if (lookup.kind === 'hit' && lookup.excluded) return undefined;
+    return { lookup, writer: this.writerFor(lookup), synced: lookup.kind === 'hit' || this.env.metadataSynced() };
+  }
+
+  /**
+   * The hot path: a whole CRI line (nothing pending on its stream) with a message that needs no
+   * cutting or repair goes from the read buffer straight into the open Kafka message. Returns false,
+   * having written nothing, when the line must take the general path (assembler, entry, string).
+   */
+  private shipFast(fast: FastPath, chunk: Buffer, lineStart: number, lineEnd: number, start: number): boolean {
+    const layout = this.layout;
+    if (!scanCriLineAt(chunk, lineStart, lineEnd, layout) || layout.partial || this.assembler.hasPending(layout.stream)) return false;
+    const messageBytes = lineEnd - layout.messageStart;
+    if (messageBytes > this.env.settings.maxLineBytes) return false;
+    const maxBytes = fast.writer.maxCriRecordBytes(layout.timeEnd - lineStart, messageBytes);
+    if (maxBytes < 0) return false;
+    const messages = this.env.messages;
+    const out = messages.reserve(maxBytes);
+    const recordEnd = fast.writer.writeCriLine(chunk, lineStart, layout.timeEnd, layout.stream, layout.messageStart, lineEnd, start, out, messages.position);
+    if (recordEnd < 0) return false;
+    messages.commit(recordEnd, start);
+    return true;
   }
 
   /**
@@ -377,22 +430,12 @@ export class TailedFile {
     if (lookup.kind === 'hit') this.env.counters.metadataHits += output.length;
     else if (this.env.metadataSynced()) this.env.counters.metadataMisses += output.length;
     else this.env.counters.metadataFallbacks += output.length;
-    const { maxMessageBytes, maxRecordsPerMessage } = this.env.settings;
+    const messages = this.env.messages;
+    messages.begin(this.messageSink);
     for (const entry of output) {
       const record = writer.build(entry);
       if (record.truncated) this.env.counters.recordsTruncatedToFit++;
-      let message = this.message;
-      if (message && (message.bytes + record.bytes + 1 > maxMessageBytes || message.parts.length >= maxRecordsPerMessage)) {
-        this.flushMessage();
-        message = undefined;
-      }
-      if (!message) {
-        message = { parts: [], bytes: 0, minStart: entry.start };
-        this.message = message;
-      }
-      message.parts.push(record.json);
-      message.bytes += record.bytes + 1;
-      if (entry.start < message.minStart) message.minStart = entry.start;
+      messages.append(record.json, record.bytes, entry.start);
     }
     this.env.counters.recordsProduced += output.length;
   }
@@ -405,27 +448,25 @@ export class TailedFile {
     return this.writer;
   }
 
-  /** Hands the open message to the producer; its lines count as shipped once Kafka acks it. */
+  /** Hands this file's open message, if any, to the producer. */
   private flushMessage(): void {
-    const message = this.message;
-    if (!message) return;
-    this.message = undefined;
+    this.env.messages.begin(this.messageSink);
+    this.env.messages.flush();
+  }
+
+  /** A finished message of this file's records: its lines count as shipped once Kafka acks it. */
+  private enqueueMessage(value: Buffer, minStart: number, release: () => void): void {
     const progress = this.progress;
-    const start = message.minStart;
-    progress.add(start);
-    // One copy straight into the bytes Kafka sends: NDJSON, each record followed by a newline.
-    const value = Buffer.allocUnsafe(message.bytes);
-    let offset = 0;
-    for (const part of message.parts) {
-      offset += value.write(part, offset, 'utf8');
-      value[offset++] = NEWLINE;
-    }
+    progress.add(minStart);
     this.env.producer.enqueue({
       topic: this.env.topicFor(this.pod),
       key: this.pod.podUid,
-      value: offset === value.length ? value : value.subarray(0, offset),
-      size: message.bytes,
-      onAck: () => progress.ack(start),
+      value,
+      size: value.length,
+      onAck: () => {
+        progress.ack(minStart);
+        release();
+      },
     });
   }
 

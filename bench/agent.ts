@@ -1,18 +1,25 @@
 /**
  * `npm run bench:agent`: how fast the real agent ships CRI logs to the real Kafka, on one core.
  *
- * Writes LINES lines of LINE_BYTES bytes (CRI, partial lines included) across FILES files of several
- * pods and namespaces, starts the compiled agent pinned to one CPU (taskset), and measures from the
- * moment it is ready until Kafka acknowledged every line: lines/s, MB/s of log bytes, CPU seconds per
- * million lines, peak RSS (VmHWM), and RSS after IDLE_MS with nothing to do. The last output line is
- * one JSON object, also written to bench/results/agent.json.
+ * Writes LINES whole CRI lines of LINE_BYTES bytes across FILES files of several pods and namespaces,
+ * starts the compiled agent pinned to one CPU (taskset) with the DaemonSet's runtime settings
+ * (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
+ * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
+ * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
+ * processes on it), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The
+ * last output line is one JSON object, also written to bench/results/agent.json.
+ *
+ * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
+ * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
+ * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stringify } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
 
@@ -22,18 +29,96 @@ const LINE_BYTES = 170;
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
 const CPU = process.env.BENCH_CPU ?? '1';
 const TIMEOUT_MS = 15 * 60_000;
+const OPS_PORT = 19102;
+
+/**
+ * The agent's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries
+ * of the agent container's env in k8s/base/agent-daemonset.yaml (the image's ENTRYPOINT is plain
+ * `node /app/dist/agent/main.js`), so the benchmark measures what runs on a node. BENCH_NODE_OPTIONS
+ * and BENCH_MALLOC_MMAP_THRESHOLD replace them for experiments ('' for none); the result says so.
+ */
+function deployedEnv(): Record<string, string> {
+  const manifest = parseYaml(readFileSync(join(REPO_ROOT, 'k8s', 'base', 'agent-daemonset.yaml'), 'utf8')) as {
+    spec: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } };
+  };
+  const container = manifest.spec.template.spec.containers.find((c) => c.name === 'agent');
+  if (!container) throw new Error('k8s/base/agent-daemonset.yaml: no agent container');
+  const env: Record<string, string> = {};
+  for (const entry of container.env ?? []) {
+    if (entry.value !== undefined && (entry.name === 'NODE_OPTIONS' || entry.name.startsWith('MALLOC_'))) env[entry.name] = entry.value;
+  }
+  return env;
+}
+const DEPLOYED_ENV = deployedEnv();
+const AGENT_ENV: Record<string, string> = { ...DEPLOYED_ENV };
+if (process.env.BENCH_NODE_OPTIONS !== undefined) AGENT_ENV.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
+if (process.env.BENCH_MALLOC_MMAP_THRESHOLD !== undefined) AGENT_ENV.MALLOC_MMAP_THRESHOLD_ = process.env.BENCH_MALLOC_MMAP_THRESHOLD;
+const AS_DEPLOYED = JSON.stringify(AGENT_ENV) === JSON.stringify(DEPLOYED_ENV);
 
 function run(command: string, args: string[]): void {
   execFileSync(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-function procStat(pid: number): { cpuSeconds: number; rssBytes: number; hwmBytes: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
+/** Compiles the agent (and shared/) into dist/ as `npm run build` does, without the other binaries. */
+function buildAgent(work: string): void {
+  const tsconfig = join(work, 'tsconfig.agent.json');
+  writeFileSync(
+    tsconfig,
+    JSON.stringify({
+      extends: join(REPO_ROOT, 'tsconfig.build.json'),
+      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
+      include: [join(REPO_ROOT, 'agent'), join(REPO_ROOT, 'shared')],
+    }),
+  );
+  run('npx', ['tsc', '-p', tsconfig]);
+}
+
+interface ProcStat {
+  /** CPU seconds of the whole process (all threads). */
+  cpuSeconds: number;
+  /** CPU seconds of the main (JavaScript) thread alone; the rest is zlib, file reads and GC helpers. */
+  mainThreadCpuSeconds: number;
+  /** Seconds the process's threads were ready to run but waited for the core (other processes on it, or each other). */
+  runQueueSeconds: number;
+  rssBytes: number;
+  hwmBytes: number;
+}
+
+function procStat(pid: number): ProcStat {
+  const cpuOf = (statFile: string): number => {
+    const stat = readFileSync(statFile, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  let runQueueSeconds = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const schedstat = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ');
+    runQueueSeconds += Number(schedstat[1]) / 1e9;
+  }
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-  return { cpuSeconds: ticks / 100, rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM') };
+  return {
+    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
+    mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
+    runQueueSeconds,
+    rssBytes: kb('VmRSS'),
+    hwmBytes: kb('VmHWM'),
+  };
+}
+
+/** Whether a TCP connection to `host:port` opens within a second. */
+function reachable(hostPort: string): Promise<boolean> {
+  const [host, port] = hostPort.split(':');
+  return new Promise((resolve) => {
+    const socket = connect({ host, port: Number(port), timeout: 1000 });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('timeout', () => done(false));
+    socket.once('error', () => done(false));
+  });
 }
 
 async function metric(url: string, name: string): Promise<number> {
@@ -42,7 +127,7 @@ async function metric(url: string, name: string): Promise<number> {
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
-/** One CRI line of exactly LINE_BYTES bytes; every 50th message is split into P + F chunks. */
+/** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
 function writeLogs(root: string): number {
   const perFile = Math.ceil(LINES / FILES);
   let bytes = 0;
@@ -70,10 +155,11 @@ function writeLogs(root: string): number {
 }
 
 async function main(): Promise<void> {
-  run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
-  run('npx', ['tsc', '-p', 'tsconfig.build.json']);
+  // Kafka is shared: bring it up only when it does not answer already.
+  if (!(await reachable(readEndpoints().kafka.brokers[0] ?? ''))) run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
   const endpoints = readEndpoints();
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-agent-'));
+  buildAgent(work);
   const root = join(work, 'pods');
   const t0 = Date.now();
   const bytes = writeLogs(root);
@@ -88,57 +174,70 @@ async function main(): Promise<void> {
       cluster: 'bench',
       nodeName: 'bench-node',
       logLevel: 'warn',
-      ops: { host: '127.0.0.1', port: 19102 },
+      ops: { host: '127.0.0.1', port: OPS_PORT },
       files: { root },
       kubernetes: { enabled: false },
-      kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}` },
+      kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}`, ...(JSON.parse(process.env.BENCH_KAFKA ?? '{}') as object) },
       checkpoints: { dir: join(work, 'state') },
     }),
   );
+  const url = `http://127.0.0.1:${OPS_PORT}`;
+  // Another agent answering there (a concurrent bench) would be measured instead of ours.
+  if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, join(REPO_ROOT, 'dist', 'agent', 'main.js'), '--config', configFile], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
-    env: { ...process.env, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
+    env: { ...process.env, ...AGENT_ENV, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
   });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
   const pid = child.pid ?? 0;
-  const url = 'http://127.0.0.1:19102';
-  const deadline = Date.now() + TIMEOUT_MS;
   let readyAt = 0;
-  while (Date.now() < deadline) {
-    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-    if (ok) {
-      readyAt = Date.now();
-      break;
-    }
-    await sleep(50);
-  }
-  const cpuAtReady = procStat(pid).cpuSeconds;
   let doneAt = 0;
-  while (Date.now() < deadline) {
-    const [produced, unshipped] = await Promise.all([metric(url, 'logship_agent_records_produced_total'), metric(url, 'logship_agent_unshipped_bytes')]);
-    if (produced >= lines && unshipped === 0) {
-      doneAt = Date.now();
-      break;
+  let atReady: ProcStat;
+  let busy: ProcStat;
+  let idle: ProcStat;
+  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number;
+  try {
+    const deadline = Date.now() + TIMEOUT_MS;
+    while (Date.now() < deadline && child.exitCode === null) {
+      const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
+      if (ok) {
+        readyAt = Date.now();
+        break;
+      }
+      await sleep(50);
     }
-    // Polling /metrics costs the agent CPU (prom-client collects process metrics): keep it sparse.
-    await sleep(250);
+    if (!readyAt) throw new Error('agent did not become ready');
+    atReady = procStat(pid);
+    while (Date.now() < deadline) {
+      const [produced, unshipped] = await Promise.all([metric(url, 'logship_agent_records_produced_total'), metric(url, 'logship_agent_unshipped_bytes')]);
+      if (produced >= lines && unshipped === 0) {
+        doneAt = Date.now();
+        break;
+      }
+      // Polling /metrics costs the agent CPU (prom-client collects process metrics): keep it sparse.
+      await sleep(250);
+    }
+    if (!doneAt) throw new Error('agent did not finish in time');
+    busy = procStat(pid);
+    await sleep(IDLE_MS);
+    idle = procStat(pid);
+    [heapTotal, heapUsed, external, backpressure, messages] = await Promise.all([
+      metric(url, 'nodejs_heap_size_total_bytes'),
+      metric(url, 'nodejs_heap_size_used_bytes'),
+      metric(url, 'nodejs_external_memory_bytes'),
+      metric(url, 'logship_agent_backpressure_seconds_total'),
+      metric(url, 'logship_agent_kafka_messages_acked_total'),
+    ]);
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+    rmSync(work, { recursive: true, force: true });
   }
-  if (!doneAt) throw new Error('agent did not finish in time');
-  const busy = procStat(pid);
-  await sleep(IDLE_MS);
-  const idle = procStat(pid);
-  const [heapTotal, heapUsed, external] = await Promise.all([
-    metric(url, 'nodejs_heap_size_total_bytes'),
-    metric(url, 'nodejs_heap_size_used_bytes'),
-    metric(url, 'nodejs_external_memory_bytes'),
-  ]);
-  child.kill('SIGTERM');
-  await new Promise((resolve) => child.once('exit', resolve));
-  rmSync(work, { recursive: true, force: true });
 
   const seconds = (doneAt - readyAt) / 1000;
-  const cpuSeconds = busy.cpuSeconds - cpuAtReady;
+  const cpuSeconds = busy.cpuSeconds - atReady.cpuSeconds;
   const result = {
     bench: 'agent',
     at: new Date().toISOString(),
@@ -150,13 +249,21 @@ async function main(): Promise<void> {
     mb_per_sec: round(bytes / 1e6 / seconds),
     cpu_seconds: round(cpuSeconds),
     cpu_s_per_million_lines: round(cpuSeconds / (lines / 1e6)),
-    peak_rss_mib: round(busy.hwmBytes / 2 ** 20),
+    main_thread_cpu_seconds: round(busy.mainThreadCpuSeconds - atReady.mainThreadCpuSeconds),
+    backpressure_seconds: round(backpressure),
+    kafka_messages: messages,
+    run_queue_wait_seconds: round(busy.runQueueSeconds - atReady.runQueueSeconds),
+    // The high-water mark over the whole run, idle time included.
+    peak_rss_mib: round(idle.hwmBytes / 2 ** 20),
     idle_rss_mib: round(idle.rssBytes / 2 ** 20),
     idle_heap_total_mib: round(heapTotal / 2 ** 20),
     idle_heap_used_mib: round(heapUsed / 2 ** 20),
     idle_external_mib: round(external / 2 ** 20),
     cpu: CPU,
     node: process.version,
+    agent_env: AGENT_ENV,
+    as_deployed: AS_DEPLOYED && nodeFlags.length === 0,
+    node_flags: nodeFlags.join(' '),
   };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'agent.json'), `${JSON.stringify(result, null, 2)}\n`);
