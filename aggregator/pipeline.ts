@@ -4,7 +4,7 @@
  * letters, metrics, health and an ordered shutdown. The only file that knows every component.
  */
 import type { Registry } from 'prom-client';
-import { createKafka } from '../shared/kafka.js';
+import { createKafka, useGzipDecompression } from '../shared/kafka.js';
 import { describeError } from '../shared/errors.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
@@ -42,6 +42,7 @@ function createSink(config: SinkConfig, logger: Logger): Sink {
 
 export async function startAggregator(config: AggregatorConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAggregator> {
   const registry = createMetricsRegistry();
+  useGzipDecompression();
   const kafka = createKafka(config.kafka, logger);
   const tracker = new OffsetTracker(config.sinks.map((s) => s.name));
   const metrics = new AggregatorMetrics(registry, { progress: () => tracker.progress(), heldBytes: () => tracker.heldBytes, sinkNames: config.sinks.map((s) => s.name) });

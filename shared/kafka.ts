@@ -106,14 +106,53 @@ const gzipAsync = promisify(gzip);
 const GZIP_CHUNK_BYTES = 256 * 1024;
 const unzipAsync = promisify(unzip);
 
+/** zlib's own default level (6), which kafkajs's built-in codec uses. */
+let gzipLevel = -1;
+
 /**
  * Sets the gzip level kafkajs compresses with (process-wide; kafkajs has no per-producer setting).
  * Its built-in codec uses zlib's default, level 6; level 1 compresses about twice as fast for log
  * records at a slightly larger size. Decompression is the same for any level.
  */
 export function setGzipLevel(level: number): void {
+  gzipLevel = level;
+  installGzipCodec();
+}
+
+/** Installs our gzip codec for decompression (consumers): kafkajs's own inflates in 16 KiB chunks and joins them. */
+export function useGzipDecompression(): void {
+  installGzipCodec();
+}
+
+function installGzipCodec(): void {
   CompressionCodecs[CompressionTypes.GZIP] = () => ({
-    compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level, chunkSize: GZIP_CHUNK_BYTES }),
-    decompress: (buffer: Buffer) => unzipAsync(buffer),
+    compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level: gzipLevel, chunkSize: GZIP_CHUNK_BYTES }),
+    decompress: decompressGzip,
   });
+}
+
+/** zlib's smallest output chunk, and its default one. */
+const MIN_CHUNK_BYTES = 64;
+const DEFAULT_CHUNK_BYTES = 16 * 1024;
+/** Deflate expands at most about 1032 times: a larger size claimed by a trailer is not believed. */
+const MAX_DEFLATE_RATIO = 1032;
+const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Inflates a fetched batch into one buffer of its exact size. A gzip stream ends with its
+ * uncompressed size (ISIZE, RFC 1952): used as zlib's output chunk, the result comes back in one
+ * chunk, without the copy that joins 16 KiB chunks (and their garbage). The size is only a hint:
+ * a wrong one still inflates correctly, and a result much smaller than its chunk is copied out so
+ * that it does not pin the larger allocation for as long as its messages are held.
+ */
+export async function decompressGzip(buffer: Buffer): Promise<Buffer> {
+  const result = await unzipAsync(buffer, { chunkSize: outputChunkBytes(buffer) });
+  return result.byteLength * 2 < result.buffer.byteLength && result.buffer.byteLength > DEFAULT_CHUNK_BYTES ? Buffer.from(result) : result;
+}
+
+function outputChunkBytes(buffer: Buffer): number {
+  if (buffer.length < 18 || buffer[0] !== 0x1f || buffer[1] !== 0x8b) return DEFAULT_CHUNK_BYTES;
+  const size = buffer.readUInt32LE(buffer.length - 4);
+  if (size === 0 || size > buffer.length * MAX_DEFLATE_RATIO) return DEFAULT_CHUNK_BYTES;
+  return Math.min(Math.max(size, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES);
 }
