@@ -75,7 +75,7 @@ export class AggregatorMetrics {
     });
     this.endToEndDelay = new Histogram({
       name: 'logship_aggregator_end_to_end_delay_seconds',
-      help: 'Time from a record\'s own @timestamp to its delivery by a sink.',
+      help: 'Time from a record\'s own @timestamp to its delivery by a sink; observed for the first record of each Kafka message (the agent writes a message\'s records together).',
       labelNames: ['sink'],
       buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600],
       registers,
