@@ -19,10 +19,12 @@
  *
  * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core),
  * counted from /readyz on; peak RSS is VmHWM. The last output line is one JSON object, also written to
- * bench/results/aggregator.json. Everything else the aggregator is configured with is its default.
+ * bench/results/aggregator.json. Everything else the aggregator is configured with is its default, and
+ * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/deployed-env.ts).
  *
  * Environment: BENCH_RECORDS (1,000,000), BENCH_ES_RECORDS (250,000), BENCH_CPU (1), BENCH_RUNS
- * (s3,es,bulk), BENCH_NODE_FLAGS, BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
+ * (s3,es,bulk), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
+ * Deployment's), BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
  * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
@@ -46,6 +48,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
+import { deployedEnv } from './deployed-env.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
@@ -56,6 +59,8 @@ const ES_RECORDS = Math.min(RECORDS, Number(process.env.BENCH_ES_RECORDS ?? 250_
 const CPU = process.env.BENCH_CPU ?? '1';
 const RUNS = new Set((process.env.BENCH_RUNS ?? 's3,es,bulk').split(',').map((s) => s.trim()));
 const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+/** NODE_OPTIONS and MALLOC_* of the aggregator Deployment: the benchmark runs what is deployed. */
+const AGGREGATOR_ENV = deployedEnv('aggregator-deployment.yaml', 'aggregator');
 const PROFILE_DIR = process.env.BENCH_CPU_PROF_DIR;
 /** JSON deep-merged into the aggregator's config (e.g. `{"kafka":{"maxBytesPerPartition":8388608}}`) and into each sink's entry. */
 const EXTRA_CONFIG = jsonEnv('BENCH_CONFIG');
@@ -376,7 +381,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, join(REPO_ROOT, 'dist', 'aggregator', 'main.js'), '--config', configFile], {
     stdio: ['ignore', out, out],
     cwd: REPO_ROOT,
-    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    env: { ...process.env, ...AGGREGATOR_ENV.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
   });
   closeSync(out);
   const pid = child.pid ?? 0;
@@ -835,6 +840,8 @@ async function main(): Promise<void> {
     peak_rss_mib: round(Math.max(0, ...peaks) / 2 ** 20),
     s3_batch_max_age_ms: S3_BATCH_MAX_AGE_MS,
     config_overrides: { BENCH_CONFIG: EXTRA_CONFIG, BENCH_S3_SINK: EXTRA_S3_SINK, BENCH_ES_SINK: EXTRA_ES_SINK, BENCH_NODE_FLAGS: NODE_FLAGS.join(' ') },
+    aggregator_env: AGGREGATOR_ENV.env,
+    as_deployed: AGGREGATOR_ENV.asDeployed && NODE_FLAGS.length === 0 && Object.keys({ ...EXTRA_CONFIG, ...EXTRA_S3_SINK, ...EXTRA_ES_SINK }).length === 0,
     cpu: CPU,
     node: process.version,
   });

@@ -50,4 +50,51 @@ describe('decodeMessage', () => {
   it('accepts a value without the trailing newline', () => {
     assert.equal(decodeMessage('t', 0, 1, Buffer.from(record(9)), options).records.length, 1);
   });
+
+  it('reads each record\'s fields as JSON.parse and Date.parse see them, whatever came before it', () => {
+    const timestamps = [
+      '2026-11-22T04:17:19.123456789Z',
+      '2026-11-22T04:17:19.999999999999Z',
+      '2026-11-22T04:17:19.5Z',
+      '2026-11-22T04:17:19.05Z',
+      '2026-11-22T04:17:19Z',
+      '2026-11-22T04:17:20.000001Z',
+      '2026-11-22T04:17:19.123+02:00',
+      '2026-11-22T04:17:19.123z',
+      '2026-11-22T04:17:19.1x3Z',
+      '2026-11-22T04:17:19.Z',
+      '2026-02-30T00:00:00.000Z',
+      '2026-13-01T00:00:00.000Z',
+      '1999-12-31T23:59:59.999Z',
+      '2026-11-22T04:17:1\u0039.250Z',
+      'yesterday',
+    ];
+    const namespaces = ['payments', 'payments', 'web', 'caf\u00e9', 'web'];
+    const lines: string[] = [];
+    timestamps.forEach((ts, i) => {
+      const namespace = namespaces[i % namespaces.length] ?? 'x';
+      lines.push(`{"@timestamp":"${ts}","event_id":"e\\"${String(i)}","kubernetes":{"cluster":"c${String(i % 2)}","namespace":"${namespace}","pod":"p${String(i)}"}}`);
+    });
+    const { records, poison } = decodeMessage('t', 0, 3, Buffer.from(lines.join('\n')), options);
+    const byIndex = new Map(records.map((r) => [r.index, r]));
+    lines.forEach((line, i) => {
+      const doc = JSON.parse(line) as { '@timestamp': string; event_id: string; kubernetes: { cluster: string; namespace: string; pod: string } };
+      const expected = Date.parse(doc['@timestamp']);
+      const got = byIndex.get(i);
+      if (Number.isNaN(expected)) {
+        assert.equal(got, undefined, `${doc['@timestamp']} is no time`);
+        assert.ok(poison.some((p) => p.index === i && p.reason === DeadLetterReason.MISSING_FIELD));
+        return;
+      }
+      assert.ok(got, `record ${String(i)} decoded`);
+      assert.equal(got.fields.timeMs, expected, doc['@timestamp']);
+      assert.equal(got.fields.timestamp, doc['@timestamp']);
+      assert.equal(got.fields.eventId, doc.event_id);
+      assert.equal(got.fields.cluster, doc.kubernetes.cluster);
+      assert.equal(got.fields.namespace, doc.kubernetes.namespace);
+      assert.equal(got.fields.pod, doc.kubernetes.pod);
+      assert.equal(got.fields.container, '');
+    });
+    assert.ok(records.length >= 10, `${String(records.length)} valid times among the samples`);
+  });
 });
