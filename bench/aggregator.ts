@@ -17,6 +17,7 @@
  *    sink's request size with the sink's concurrency, `_id` = event_id, from a child process pinned to
  *    the same CPU; the bodies are built before the clock starts.
  *
+ * The aggregator's CPU is its own during the runs: the stack's servers move to the other CPUs (reserveCpu).
  * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core),
  * counted from /readyz on; peak RSS is VmHWM. The last output line is one JSON object, also written to
  * bench/results/aggregator.json. Everything else the aggregator is configured with is its default, and
@@ -28,13 +29,13 @@
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
  * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
- * producing again), BENCH_RUN_TIMEOUT_MS.
+ * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=0 (leave the servers on every CPU).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -49,7 +50,7 @@ import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
 import { deployedEnv } from './deployed-env.js';
-import { REPO_ROOT } from '../scripts/stack/context.js';
+import { REPO_ROOT, runningPid, stackPaths } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
 
@@ -67,6 +68,10 @@ const EXTRA_CONFIG = jsonEnv('BENCH_CONFIG');
 const EXTRA_S3_SINK = jsonEnv('BENCH_S3_SINK');
 const EXTRA_ES_SINK = jsonEnv('BENCH_ES_SINK');
 const RUN_TIMEOUT_MS = Number(process.env.BENCH_RUN_TIMEOUT_MS ?? 10 * 60_000);
+/** BENCH_RESERVE_CPU=0 leaves the stack's servers where they are (see reserveCpu). */
+const RESERVE_CPU = process.env.BENCH_RESERVE_CPU !== '0';
+/** The stack's servers a run talks to, or shares the machine with. */
+const STACK_SERVERS = ['kafka', 'minio', 'elasticsearch', 'etcd', 'kube-apiserver'];
 /** Where the aggregator's output goes (kept); by default a temporary folder removed at the end. */
 const LOG_DIR = process.env.BENCH_LOG_DIR;
 /** Iterating: BENCH_KEEP_TOPICS=1 keeps the pre-loaded topics (their name prefix is printed); BENCH_REUSE_TOPICS=<prefix> drains them again instead of producing. */
@@ -175,6 +180,37 @@ function procStat(pid: number): ProcStat {
 }
 
 // ---- helpers --------------------------------------------------------------------------------------
+
+/**
+ * "On one core" means a core of its own: for the runs, the stack's servers (processes this project
+ * started, found by their PID files) are moved with all their threads to the other CPUs, and back to
+ * every CPU afterwards. Other processes on the machine still compete; `*_run_queue_wait_seconds` says
+ * how much.
+ */
+function reserveCpu(cpus: string): () => void {
+  const reserved = new Set(cpus.split(',').map(Number));
+  const all = Array.from({ length: availableParallelism() }, (_, i) => i);
+  const others = all.filter((c) => !reserved.has(c));
+  if (others.length === 0) return () => undefined;
+  const paths = stackPaths();
+  const moved: number[] = [];
+  for (const server of STACK_SERVERS) {
+    const pid = runningPid(paths, server);
+    if (pid === undefined) continue;
+    execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(pid)], { stdio: 'ignore' });
+    moved.push(pid);
+  }
+  log(`CPU ${cpus} reserved for the aggregator: ${STACK_SERVERS.join(', ')} moved to CPU ${others.join(',')}`);
+  return () => {
+    for (const pid of moved) {
+      try {
+        execFileSync('taskset', ['-a', '-p', '-c', all.join(','), String(pid)], { stdio: 'ignore' });
+      } catch {
+        // The server stopped meanwhile: nothing to give back.
+      }
+    }
+  };
+}
 
 function jsonEnv(name: string): Record<string, unknown> {
   const text = process.env[name];
@@ -702,8 +738,10 @@ async function main(): Promise<void> {
   const peaks: number[] = [];
   /** Topics this run created (deleted at the end unless BENCH_KEEP_TOPICS). */
   const createdTopics: string[] = [];
+  let releaseCpu = (): void => undefined;
   try {
     const main = await backlog(admin, topicPrefix, RECORDS, createdTopics);
+    if (RESERVE_CPU) releaseCpu = reserveCpu(CPU);
     Object.assign(result, { record_bytes_avg: Math.round(main.recordBytes / RECORDS), input_mib: round(main.recordBytes / 2 ** 20), messages: messageCount(RECORDS), topics: TOPICS, partitions: TOPICS * PARTITIONS });
 
     if (RUNS.has('s3')) {
@@ -822,6 +860,7 @@ async function main(): Promise<void> {
       if (typeof result.es_steady_records_per_sec === 'number') result.es_steady_vs_plain_bulk = round(result.es_steady_records_per_sec / rate);
     }
   } finally {
+    releaseCpu();
     // Each step on its own: a server another test stopped must not leave the rest behind.
     const cleanup = async (what: string, step: () => Promise<unknown>): Promise<void> => {
       await step().catch((error: unknown) => log(`cleanup of ${what} failed: ${String(error)}`));
@@ -843,6 +882,7 @@ async function main(): Promise<void> {
     aggregator_env: AGGREGATOR_ENV.env,
     as_deployed: AGGREGATOR_ENV.asDeployed && NODE_FLAGS.length === 0 && Object.keys({ ...EXTRA_CONFIG, ...EXTRA_S3_SINK, ...EXTRA_ES_SINK }).length === 0,
     cpu: CPU,
+    cpu_reserved: RESERVE_CPU,
     node: process.version,
   });
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
