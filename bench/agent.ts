@@ -82,6 +82,8 @@ interface ProcStat {
   runQueueSeconds: number;
   rssBytes: number;
   hwmBytes: number;
+  /** CPU seconds by thread name (main thread as `main`; V8's GC/compiler helpers, libuv's pool for zlib and fs). */
+  threadCpuSeconds: Record<string, number>;
 }
 
 function procStat(pid: number): ProcStat {
@@ -91,9 +93,15 @@ function procStat(pid: number): ProcStat {
     return (Number(fields[11]) + Number(fields[12])) / 100;
   };
   let runQueueSeconds = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
+  const threadCpuSeconds: Record<string, number> = {};
+  // Threads in creation order: V8's platform workers (GC and compiler helpers) start with the process,
+  // libuv's pool (zlib, fs) on first use; named by name and rank, e.g. `node#3`.
+  const tasks = readdirSync(`/proc/${pid}/task`).sort((a, b) => Number(a) - Number(b));
+  for (const [rank, task] of tasks.entries()) {
     const schedstat = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ');
     runQueueSeconds += Number(schedstat[1]) / 1e9;
+    const name = task === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${task}/comm`, 'utf8').trim()}#${rank}`;
+    threadCpuSeconds[name] = (threadCpuSeconds[name] ?? 0) + cpuOf(`/proc/${pid}/task/${task}/stat`);
   }
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
@@ -103,6 +111,7 @@ function procStat(pid: number): ProcStat {
     runQueueSeconds,
     rssBytes: kb('VmRSS'),
     hwmBytes: kb('VmHWM'),
+    threadCpuSeconds,
   };
 }
 
@@ -253,6 +262,10 @@ async function main(): Promise<void> {
     backpressure_seconds: round(backpressure),
     kafka_messages: messages,
     run_queue_wait_seconds: round(busy.runQueueSeconds - atReady.runQueueSeconds),
+    // Threads that ended before the run finished are missing; the total above includes them.
+    thread_cpu_seconds: Object.fromEntries(
+      Object.entries(busy.threadCpuSeconds).map(([name, s]) => [name, round(s - (atReady.threadCpuSeconds[name] ?? 0))]),
+    ),
     // The high-water mark over the whole run, idle time included.
     peak_rss_mib: round(idle.hwmBytes / 2 ** 20),
     idle_rss_mib: round(idle.rssBytes / 2 ** 20),
