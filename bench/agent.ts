@@ -3,15 +3,16 @@
  *
  * Writes LINES whole CRI lines of LINE_BYTES bytes across FILES files of several pods and namespaces,
  * starts the compiled agent pinned to one CPU (taskset) with the DaemonSet's runtime settings
- * (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
- * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
+ * (deployedEnv), and
+ * measures from the moment it is ready until Kafka acknowledged every line: lines/s, MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
  * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
  * processes on it), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The
  * last output line is one JSON object, also written to bench/results/agent.json.
  *
  * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
- * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings).
+ * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
+ * (the stack's servers move off the agent's CPU, see reserveCpu).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
@@ -19,9 +20,10 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parse as parseYaml, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
+import { buildBinary, deployedEnv, RESERVE_CPU, reserveCpu } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 3_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -31,46 +33,11 @@ const CPU = process.env.BENCH_CPU ?? '1';
 const TIMEOUT_MS = 15 * 60_000;
 const OPS_PORT = 19102;
 
-/**
- * The agent's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries
- * of the agent container's env in k8s/base/agent-daemonset.yaml (the image's ENTRYPOINT is plain
- * `node /app/dist/agent/main.js`), so the benchmark measures what runs on a node. BENCH_NODE_OPTIONS
- * and BENCH_MALLOC_MMAP_THRESHOLD replace them for experiments ('' for none); the result says so.
- */
-function deployedEnv(): Record<string, string> {
-  const manifest = parseYaml(readFileSync(join(REPO_ROOT, 'k8s', 'base', 'agent-daemonset.yaml'), 'utf8')) as {
-    spec: { template: { spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] } } };
-  };
-  const container = manifest.spec.template.spec.containers.find((c) => c.name === 'agent');
-  if (!container) throw new Error('k8s/base/agent-daemonset.yaml: no agent container');
-  const env: Record<string, string> = {};
-  for (const entry of container.env ?? []) {
-    if (entry.value !== undefined && (entry.name === 'NODE_OPTIONS' || entry.name.startsWith('MALLOC_'))) env[entry.name] = entry.value;
-  }
-  return env;
-}
-const DEPLOYED_ENV = deployedEnv();
-const AGENT_ENV: Record<string, string> = { ...DEPLOYED_ENV };
-if (process.env.BENCH_NODE_OPTIONS !== undefined) AGENT_ENV.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
-if (process.env.BENCH_MALLOC_MMAP_THRESHOLD !== undefined) AGENT_ENV.MALLOC_MMAP_THRESHOLD_ = process.env.BENCH_MALLOC_MMAP_THRESHOLD;
-const AS_DEPLOYED = JSON.stringify(AGENT_ENV) === JSON.stringify(DEPLOYED_ENV);
+/** NODE_OPTIONS and MALLOC_* of the DaemonSet: the benchmark runs what is deployed (bench/runtime.ts). */
+const AGENT_ENV = deployedEnv('agent-daemonset.yaml', 'agent');
 
 function run(command: string, args: string[]): void {
   execFileSync(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
-}
-
-/** Compiles the agent (and shared/) into dist/ as `npm run build` does, without the other binaries. */
-function buildAgent(work: string): void {
-  const tsconfig = join(work, 'tsconfig.agent.json');
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({
-      extends: join(REPO_ROOT, 'tsconfig.build.json'),
-      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
-      include: [join(REPO_ROOT, 'agent'), join(REPO_ROOT, 'shared')],
-    }),
-  );
-  run('npx', ['tsc', '-p', tsconfig]);
 }
 
 interface ProcStat {
@@ -168,7 +135,7 @@ async function main(): Promise<void> {
   if (!(await reachable(readEndpoints().kafka.brokers[0] ?? ''))) run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
   const endpoints = readEndpoints();
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-agent-'));
-  buildAgent(work);
+  buildBinary(work, 'agent');
   const root = join(work, 'pods');
   const t0 = Date.now();
   const bytes = writeLogs(root);
@@ -194,10 +161,11 @@ async function main(): Promise<void> {
   // Another agent answering there (a concurrent bench) would be measured instead of ours.
   if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const releaseCpu = reserveCpu(CPU, (message) => process.stderr.write(`bench: ${message}\n`));
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, join(REPO_ROOT, 'dist', 'agent', 'main.js'), '--config', configFile], {
     stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
-    env: { ...process.env, ...AGENT_ENV, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
+    env: { ...process.env, ...AGENT_ENV.env, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
   });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const pid = child.pid ?? 0;
@@ -240,6 +208,7 @@ async function main(): Promise<void> {
       metric(url, 'logship_agent_kafka_messages_acked_total'),
     ]);
   } finally {
+    releaseCpu();
     child.kill('SIGTERM');
     await exited;
     rmSync(work, { recursive: true, force: true });
@@ -274,8 +243,9 @@ async function main(): Promise<void> {
     idle_external_mib: round(external / 2 ** 20),
     cpu: CPU,
     node: process.version,
-    agent_env: AGENT_ENV,
-    as_deployed: AS_DEPLOYED && nodeFlags.length === 0,
+    agent_env: AGENT_ENV.env,
+    as_deployed: AGENT_ENV.asDeployed && nodeFlags.length === 0,
+    cpu_reserved: RESERVE_CPU,
     node_flags: nodeFlags.join(' '),
   };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });

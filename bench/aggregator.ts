@@ -17,11 +17,10 @@
  *    sink's request size with the sink's concurrency, `_id` = event_id, from a child process pinned to
  *    the same CPU; the bodies are built before the clock starts.
  *
- * The aggregator's CPU is its own during the runs: the stack's servers move to the other CPUs (reserveCpu).
  * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core),
  * counted from /readyz on; peak RSS is VmHWM. The last output line is one JSON object, also written to
  * bench/results/aggregator.json. Everything else the aggregator is configured with is its default, and
- * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/deployed-env.ts).
+ * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/runtime.ts).
  *
  * Environment: BENCH_RECORDS (1,000,000), BENCH_ES_RECORDS (250,000), BENCH_CPU (1), BENCH_RUNS
  * (s3,es,bulk), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
@@ -29,13 +28,13 @@
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
  * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
- * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=0 (leave the servers on every CPU).
+ * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=1 (the stack's servers move off the aggregator's CPU).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -49,8 +48,8 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { deployedEnv } from './deployed-env.js';
-import { REPO_ROOT, runningPid, stackPaths } from '../scripts/stack/context.js';
+import { buildBinary, deployedEnv, RESERVE_CPU, reserveCpu } from './runtime.js';
+import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
 
@@ -68,10 +67,6 @@ const EXTRA_CONFIG = jsonEnv('BENCH_CONFIG');
 const EXTRA_S3_SINK = jsonEnv('BENCH_S3_SINK');
 const EXTRA_ES_SINK = jsonEnv('BENCH_ES_SINK');
 const RUN_TIMEOUT_MS = Number(process.env.BENCH_RUN_TIMEOUT_MS ?? 10 * 60_000);
-/** BENCH_RESERVE_CPU=0 leaves the stack's servers where they are (see reserveCpu). */
-const RESERVE_CPU = process.env.BENCH_RESERVE_CPU !== '0';
-/** The stack's servers a run talks to, or shares the machine with. */
-const STACK_SERVERS = ['kafka', 'minio', 'elasticsearch', 'etcd', 'kube-apiserver'];
 /** Where the aggregator's output goes (kept); by default a temporary folder removed at the end. */
 const LOG_DIR = process.env.BENCH_LOG_DIR;
 /** Iterating: BENCH_KEEP_TOPICS=1 keeps the pre-loaded topics (their name prefix is printed); BENCH_REUSE_TOPICS=<prefix> drains them again instead of producing. */
@@ -181,37 +176,6 @@ function procStat(pid: number): ProcStat {
 
 // ---- helpers --------------------------------------------------------------------------------------
 
-/**
- * "On one core" means a core of its own: for the runs, the stack's servers (processes this project
- * started, found by their PID files) are moved with all their threads to the other CPUs, and back to
- * every CPU afterwards. Other processes on the machine still compete; `*_run_queue_wait_seconds` says
- * how much.
- */
-function reserveCpu(cpus: string): () => void {
-  const reserved = new Set(cpus.split(',').map(Number));
-  const all = Array.from({ length: availableParallelism() }, (_, i) => i);
-  const others = all.filter((c) => !reserved.has(c));
-  if (others.length === 0) return () => undefined;
-  const paths = stackPaths();
-  const moved: number[] = [];
-  for (const server of STACK_SERVERS) {
-    const pid = runningPid(paths, server);
-    if (pid === undefined) continue;
-    execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(pid)], { stdio: 'ignore' });
-    moved.push(pid);
-  }
-  log(`CPU ${cpus} reserved for the aggregator: ${STACK_SERVERS.join(', ')} moved to CPU ${others.join(',')}`);
-  return () => {
-    for (const pid of moved) {
-      try {
-        execFileSync('taskset', ['-a', '-p', '-c', all.join(','), String(pid)], { stdio: 'ignore' });
-      } catch {
-        // The server stopped meanwhile: nothing to give back.
-      }
-    }
-  };
-}
-
 function jsonEnv(name: string): Record<string, unknown> {
   const text = process.env[name];
   if (text === undefined || text === '') return {};
@@ -260,20 +224,6 @@ async function metricSum(url: string, name: string): Promise<number> {
 
 function run(command: string, args: string[]): void {
   execFileSync(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
-}
-
-/** Compiles the aggregator (and shared/) into dist/ as `npm run build` does, without the other binaries. */
-function buildAggregator(work: string): void {
-  const tsconfig = join(work, 'tsconfig.aggregator.json');
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({
-      extends: join(REPO_ROOT, 'tsconfig.build.json'),
-      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
-      include: [join(REPO_ROOT, 'aggregator'), join(REPO_ROOT, 'shared')],
-    }),
-  );
-  run('npx', ['tsc', '-p', tsconfig]);
 }
 
 // ---- pre-loading Kafka ----------------------------------------------------------------------------
@@ -723,7 +673,7 @@ async function main(): Promise<void> {
     log('`stack up` failed; going on with the servers that run (see above)');
   }
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-aggregator-'));
-  buildAggregator(work);
+  buildBinary(work, 'aggregator');
   const name = uniqueName('bench-agg');
   const topicPrefix = REUSE_TOPICS ?? name;
   const s3Prefix = name;
@@ -741,7 +691,7 @@ async function main(): Promise<void> {
   let releaseCpu = (): void => undefined;
   try {
     const main = await backlog(admin, topicPrefix, RECORDS, createdTopics);
-    if (RESERVE_CPU) releaseCpu = reserveCpu(CPU);
+    releaseCpu = reserveCpu(CPU, log);
     Object.assign(result, { record_bytes_avg: Math.round(main.recordBytes / RECORDS), input_mib: round(main.recordBytes / 2 ** 20), messages: messageCount(RECORDS), topics: TOPICS, partitions: TOPICS * PARTITIONS });
 
     if (RUNS.has('s3')) {

@@ -1,13 +1,17 @@
 /**
- * A binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries of
+ * What both benchmarks need to run a binary as it runs in the cluster, on a core of its own.
+ *
+ * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries of
  * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/dist/<binary>/main.js`),
  * so that a benchmark measures what runs in the cluster. BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD
  * replace them for experiments ('' for none); `asDeployed` says whether anything was replaced.
  */
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { REPO_ROOT } from '../scripts/stack/context.js';
+import { REPO_ROOT, runningPid, stackPaths } from '../scripts/stack/context.js';
 
 export interface DeployedEnv {
   readonly env: Record<string, string>;
@@ -29,4 +33,57 @@ export function deployedEnv(manifest: string, containerName: string): DeployedEn
   if (process.env.BENCH_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
   if (process.env.BENCH_MALLOC_MMAP_THRESHOLD !== undefined) env.MALLOC_MMAP_THRESHOLD_ = process.env.BENCH_MALLOC_MMAP_THRESHOLD;
   return { env, asDeployed: JSON.stringify(env) === JSON.stringify(deployed) };
+}
+
+/** The stack's servers a run talks to, or shares the machine with. */
+const STACK_SERVERS = ['kafka', 'minio', 'elasticsearch', 'etcd', 'kube-apiserver'];
+
+/**
+ * With BENCH_RESERVE_CPU=1, the measured binary gets its core to itself: for the run, the stack's
+ * servers (processes this project started, found by their PID files) are moved with all their threads
+ * to the other CPUs; the returned function moves them back to every CPU. Off by default: on this
+ * 2-core machine it leaves Kafka one core, and the agent then waits for the broker (111,703 lines/s
+ * against 144,044 unreserved, same commit); `run_queue_wait_seconds` says how much the binary waited
+ * for its core either way.
+ */
+export const RESERVE_CPU = process.env.BENCH_RESERVE_CPU === '1';
+
+export function reserveCpu(cpus: string, log: (message: string) => void): () => void {
+  if (!RESERVE_CPU) return () => undefined;
+  const reserved = new Set(cpus.split(',').map(Number));
+  const all = Array.from({ length: availableParallelism() }, (_, i) => i);
+  const others = all.filter((c) => !reserved.has(c));
+  if (others.length === 0) return () => undefined;
+  const paths = stackPaths();
+  const moved: number[] = [];
+  for (const server of STACK_SERVERS) {
+    const pid = runningPid(paths, server);
+    if (pid === undefined) continue;
+    execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(pid)], { stdio: 'ignore' });
+    moved.push(pid);
+  }
+  log(`CPU ${cpus} reserved: ${STACK_SERVERS.join(', ')} moved to CPU ${others.join(',')}`);
+  return () => {
+    for (const pid of moved) {
+      try {
+        execFileSync('taskset', ['-a', '-p', '-c', all.join(','), String(pid)], { stdio: 'ignore' });
+      } catch {
+        // The server stopped meanwhile: nothing to give back.
+      }
+    }
+  };
+}
+
+/** Compiles one binary's folder (and shared/) into dist/ as `npm run build` does, without the others. */
+export function buildBinary(work: string, folder: 'agent' | 'aggregator'): void {
+  const tsconfig = join(work, `tsconfig.${folder}.json`);
+  writeFileSync(
+    tsconfig,
+    JSON.stringify({
+      extends: join(REPO_ROOT, 'tsconfig.build.json'),
+      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
+      include: [join(REPO_ROOT, folder), join(REPO_ROOT, 'shared')],
+    }),
+  );
+  execFileSync('npx', ['tsc', '-p', tsconfig], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
 }
