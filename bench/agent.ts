@@ -15,7 +15,7 @@
  * (the stack's servers move off the agent's CPU, see reserveCpu).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
-import { buildBinary, deployedEnv, RESERVE_CPU, reserveCpu } from './runtime.js';
+import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 3_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -40,47 +40,6 @@ function run(command: string, args: string[]): void {
   execFileSync(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-interface ProcStat {
-  /** CPU seconds of the whole process (all threads). */
-  cpuSeconds: number;
-  /** CPU seconds of the main (JavaScript) thread alone; the rest is zlib, file reads and GC helpers. */
-  mainThreadCpuSeconds: number;
-  /** Seconds the process's threads were ready to run but waited for the core (other processes on it, or each other). */
-  runQueueSeconds: number;
-  rssBytes: number;
-  hwmBytes: number;
-  /** CPU seconds by thread name (main thread as `main`; V8's GC/compiler helpers, libuv's pool for zlib and fs). */
-  threadCpuSeconds: Record<string, number>;
-}
-
-function procStat(pid: number): ProcStat {
-  const cpuOf = (statFile: string): number => {
-    const stat = readFileSync(statFile, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  };
-  let runQueueSeconds = 0;
-  const threadCpuSeconds: Record<string, number> = {};
-  // Threads in creation order: V8's platform workers (GC and compiler helpers) start with the process,
-  // libuv's pool (zlib, fs) on first use; named by name and rank, e.g. `node#3`.
-  const tasks = readdirSync(`/proc/${pid}/task`).sort((a, b) => Number(a) - Number(b));
-  for (const [rank, task] of tasks.entries()) {
-    const schedstat = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ');
-    runQueueSeconds += Number(schedstat[1]) / 1e9;
-    const name = task === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${task}/comm`, 'utf8').trim()}#${rank}`;
-    threadCpuSeconds[name] = (threadCpuSeconds[name] ?? 0) + cpuOf(`/proc/${pid}/task/${task}/stat`);
-  }
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-  return {
-    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
-    mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
-    runQueueSeconds,
-    rssBytes: kb('VmRSS'),
-    hwmBytes: kb('VmHWM'),
-    threadCpuSeconds,
-  };
-}
 
 /** Whether a TCP connection to `host:port` opens within a second. */
 function reachable(hostPort: string): Promise<boolean> {

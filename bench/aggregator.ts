@@ -48,7 +48,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { buildBinary, deployedEnv, RESERVE_CPU, reserveCpu } from './runtime.js';
+import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu } from './runtime.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
@@ -148,35 +148,6 @@ function partitionMessages(topicNames: readonly string[], total: number): Map<st
 
 // ---- /proc ----------------------------------------------------------------------------------------
 
-interface ProcStat {
-  cpuSeconds: number;
-  mainThreadCpuSeconds: number;
-  /** Seconds the process's threads were ready to run but waited for the core (other processes on it, or each other). */
-  runQueueSeconds: number;
-  rssBytes: number;
-  hwmBytes: number;
-}
-
-function procStat(pid: number): ProcStat {
-  const cpuOf = (file: string): number => {
-    const stat = readFileSync(file, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  };
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-  let runQueueSeconds = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    runQueueSeconds += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
-  }
-  return {
-    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
-    mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
-    runQueueSeconds,
-    rssBytes: kb('VmRSS'),
-    hwmBytes: kb('VmHWM'),
-  };
-}
 
 // ---- helpers --------------------------------------------------------------------------------------
 

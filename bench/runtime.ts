@@ -1,5 +1,6 @@
 /**
- * What both benchmarks need to run a binary as it runs in the cluster, on a core of its own.
+ * What both benchmarks share: building one binary (buildBinary), running it with its deployed settings
+ * (deployedEnv), optionally on a core of its own (reserveCpu), and reading its CPU and memory (procStat).
  *
  * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries of
  * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/dist/<binary>/main.js`),
@@ -7,7 +8,7 @@
  * replace them for experiments ('' for none); `asDeployed` says whether anything was replaced.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -86,4 +87,47 @@ export function buildBinary(work: string, folder: 'agent' | 'aggregator'): void 
     }),
   );
   execFileSync('npx', ['tsc', '-p', tsconfig], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+/** What /proc says of a benchmarked process: CPU (all threads, the main thread, per thread), waiting for the core, memory. */
+export interface ProcStat {
+  /** CPU seconds of the whole process (all threads). */
+  cpuSeconds: number;
+  /** CPU seconds of the main (JavaScript) thread alone; the rest is zlib, file reads and GC helpers. */
+  mainThreadCpuSeconds: number;
+  /** Seconds the process's threads were ready to run but waited for the core (other processes on it, or each other). */
+  runQueueSeconds: number;
+  rssBytes: number;
+  hwmBytes: number;
+  /** CPU seconds by thread name (main thread as `main`; V8's GC/compiler helpers, libuv's pool for zlib and fs). */
+  threadCpuSeconds: Record<string, number>;
+}
+
+export function procStat(pid: number): ProcStat {
+  const cpuOf = (statFile: string): number => {
+    const stat = readFileSync(statFile, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  let runQueueSeconds = 0;
+  const threadCpuSeconds: Record<string, number> = {};
+  // Threads in creation order: V8's platform workers (GC and compiler helpers) start with the process,
+  // libuv's pool (zlib, fs) on first use; named by name and rank, e.g. `node#3`.
+  const tasks = readdirSync(`/proc/${pid}/task`).sort((a, b) => Number(a) - Number(b));
+  for (const [rank, task] of tasks.entries()) {
+    const schedstat = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ');
+    runQueueSeconds += Number(schedstat[1]) / 1e9;
+    const name = task === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${task}/comm`, 'utf8').trim()}#${rank}`;
+    threadCpuSeconds[name] = (threadCpuSeconds[name] ?? 0) + cpuOf(`/proc/${pid}/task/${task}/stat`);
+  }
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+  return {
+    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
+    mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
+    runQueueSeconds,
+    rssBytes: kb('VmRSS'),
+    hwmBytes: kb('VmHWM'),
+    threadCpuSeconds,
+  };
 }
