@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, type ProcStat } from './runtime.js';
@@ -54,12 +55,6 @@ function reachable(hostPort: string): Promise<boolean> {
     socket.once('timeout', () => done(false));
     socket.once('error', () => done(false));
   });
-}
-
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
 /** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
@@ -147,7 +142,7 @@ async function main(): Promise<void> {
     if (!readyAt) throw new Error('agent did not become ready');
     atReady = procStat(pid);
     while (Date.now() < deadline) {
-      const [produced, unshipped] = await Promise.all([metric(url, 'logship_agent_records_produced_total'), metric(url, 'logship_agent_unshipped_bytes')]);
+      const [produced, unshipped] = await Promise.all([fetchMetricSum(url, 'logship_agent_records_produced_total'), fetchMetricSum(url, 'logship_agent_unshipped_bytes')]);
       if (produced >= lines && unshipped === 0) {
         doneAt = Date.now();
         break;
@@ -160,11 +155,11 @@ async function main(): Promise<void> {
     await sleep(IDLE_MS);
     idle = procStat(pid);
     [heapTotal, heapUsed, external, backpressure, messages] = await Promise.all([
-      metric(url, 'nodejs_heap_size_total_bytes'),
-      metric(url, 'nodejs_heap_size_used_bytes'),
-      metric(url, 'nodejs_external_memory_bytes'),
-      metric(url, 'logship_agent_backpressure_seconds_total'),
-      metric(url, 'logship_agent_kafka_messages_acked_total'),
+      fetchMetricSum(url, 'nodejs_heap_size_total_bytes'),
+      fetchMetricSum(url, 'nodejs_heap_size_used_bytes'),
+      fetchMetricSum(url, 'nodejs_external_memory_bytes'),
+      fetchMetricSum(url, 'logship_agent_backpressure_seconds_total'),
+      fetchMetricSum(url, 'logship_agent_kafka_messages_acked_total'),
     ]);
   } finally {
     releaseCpu();

@@ -49,6 +49,7 @@ import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
 import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu } from './runtime.js';
+import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
@@ -188,13 +189,6 @@ async function freePort(): Promise<number> {
   server.close();
   await once(server, 'close');
   return port;
-}
-
-async function metricSum(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
 }
 
 function run(command: string, args: string[]): void {
@@ -389,7 +383,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
         lastProgressAt = now;
         const stat = procStat(pid);
         const url = `http://127.0.0.1:${port}`;
-        const [heap, external] = await Promise.all([metricSum(url, 'nodejs_heap_size_used_bytes'), metricSum(url, 'nodejs_external_memory_bytes')]).catch(() => [0, 0]);
+        const [heap, external] = await Promise.all([fetchMetricSum(url, 'nodejs_heap_size_used_bytes'), fetchMetricSum(url, 'nodejs_external_memory_bytes')]).catch(() => [0, 0]);
         const mib = (n: number): string => (n / 2 ** 20).toFixed(0);
         log(`${name}: ${((now - startedAt) / 1000).toFixed(1)} s: ${done} records committed, ${stat.cpuSeconds.toFixed(1)} CPU s, RSS ${mib(stat.rssBytes)} MiB (heap used ${mib(heap)}, external ${mib(external)})`);
       }
@@ -399,9 +393,9 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
     const stat = procStat(pid);
     const url = `http://127.0.0.1:${port}`;
     const [deadLetters, batches, fetchPausedSeconds] = await Promise.all([
-      metricSum(url, 'logship_aggregator_dead_letters_total'),
-      metricSum(url, 'logship_aggregator_sink_batch_records_count'),
-      metricSum(url, 'logship_aggregator_fetch_paused_seconds_total'),
+      fetchMetricSum(url, 'logship_aggregator_dead_letters_total'),
+      fetchMetricSum(url, 'logship_aggregator_sink_batch_records_count'),
+      fetchMetricSum(url, 'logship_aggregator_fetch_paused_seconds_total'),
     ]);
     const drainSeconds = (doneAt - startedAt) / 1000;
     const steadySeconds = (doneAt - firstCommitAt) / 1000;

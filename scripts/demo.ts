@@ -42,6 +42,7 @@ import { createKubeClients, type KubeClients } from '../shared/kube.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { Field, KubernetesField, LogField, RecordFlag, type LogRecord } from '../shared/record.js';
 import { createS3Client, s3ConnectionSchema } from '../shared/s3.js';
+import { fetchMetricSum, sumMetric } from './metrics-text.js';
 import { appendChunks, containerLogDir, criChunks, criTime, rotateLog, type CriStream } from './pod-log-writer.js';
 import { REPO_ROOT } from './stack/context.js';
 import { readEndpoints, type StackEndpoints } from './stack/endpoints.js';
@@ -401,21 +402,6 @@ async function agentDiagnosis(opsUrl: string): Promise<string> {
   }
   const names = ['files_tracked', 'lines_read_total', 'records_produced_total', 'kafka_messages_acked_total', 'unshipped_bytes', 'errors_total'];
   return `agent metrics: ${names.map((name) => `${name}=${sumMetric(text, `logship_agent_${name}`)}`).join(' ')}`;
-}
-
-/** Sum of a Prometheus metric over the label sets that match `labels`. */
-async function metricSum(opsUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return sumMetric(await (await fetch(`${opsUrl}/metrics`)).text(), name, labels);
-}
-
-function sumMetric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }
 
 // ---- cleanup ----------------------------------------------------------------------------------------
@@ -839,7 +825,8 @@ async function sqlExample(s3Rows: S3Rows, names: RunNames, bucket: string): Prom
 
 // ---- the run ----------------------------------------------------------------------------------------
 
-interface Summary {
+/** The demo's closing JSON line (also read by test/integration/demo.test.ts). */
+export interface DemoSummary {
   ok: boolean;
   run_id: string;
   lines_written: number;
@@ -927,9 +914,9 @@ function writeConfigs(endpoints: StackEndpoints, names: RunNames, logRoot: strin
 }
 
 /** The counts so far, for the last line when the run fails before its summary. */
-type LiveCounts = Pick<Summary, 'lines_written' | 'kafka_records' | 's3_objects' | 's3_rows' | 'es_docs'>;
+type LiveCounts = Pick<DemoSummary, 'lines_written' | 'kafka_records' | 's3_objects' | 's3_rows' | 'es_docs'>;
 
-async function run(endpoints: StackEndpoints, names: RunNames, keep: boolean, signal: AbortSignal, cleanup: Cleanup, startedMs: number, live: LiveCounts): Promise<Summary> {
+async function run(endpoints: StackEndpoints, names: RunNames, keep: boolean, signal: AbortSignal, cleanup: Cleanup, startedMs: number, live: LiveCounts): Promise<DemoSummary> {
   const rnd = mulberry32(0x10c5);
   const logDir = join(names.dir, 'logs');
   const logRoot = join(names.dir, 'var-log-pods');
@@ -1047,7 +1034,7 @@ async function run(endpoints: StackEndpoints, names: RunNames, keep: boolean, si
   const lag = await settledLag(admin, names, signal);
   const deadLetters = await topicMessages(admin, names.deadLetterTopic);
   let deadLetterMetric = 0;
-  for (const url of aggregatorUrls) deadLetterMetric += await metricSum(url, 'logship_aggregator_dead_letters_total');
+  for (const url of aggregatorUrls) deadLetterMetric += await fetchMetricSum(url, 'logship_aggregator_dead_letters_total');
   out.line();
 
   // What landed, checked against what was written.
@@ -1078,7 +1065,7 @@ async function run(endpoints: StackEndpoints, names: RunNames, keep: boolean, si
 
   await stopAll();
 
-  const summary: Summary = {
+  const summary: DemoSummary = {
     ok: false,
     run_id: names.id,
     lines_written: written.lines,
@@ -1122,7 +1109,7 @@ async function run(endpoints: StackEndpoints, names: RunNames, keep: boolean, si
   return summary;
 }
 
-function findProblems(s: Summary, distinctIds: number): string[] {
+function findProblems(s: DemoSummary, distinctIds: number): string[] {
   const problems: string[] = [];
   if (s.lines_written === 0) problems.push('no lines were written');
   if (s.kafka_records !== s.lines_written) problems.push(`Kafka holds ${s.kafka_records} records, ${s.lines_written} lines were written`);
@@ -1160,7 +1147,7 @@ async function main(argv: string[]): Promise<number> {
   out.line(`Run ${names.id}: Kafka ${endpoints.kafka.brokers.join(',')}, S3 ${endpoints.s3.endpoint} (bucket ${endpoints.s3.bucket}), Elasticsearch ${endpoints.elasticsearch.url}, Kubernetes ${endpoints.kubernetes.server}`);
 
   const cleanup = new Cleanup();
-  let summary: Summary | undefined;
+  let summary: DemoSummary | undefined;
   let failure: unknown;
   const live: LiveCounts = { lines_written: 0, kafka_records: 0, s3_objects: 0, s3_rows: 0, es_docs: 0 };
   // Registered first, so removed last; kept with --keep, and after a failure for its logs and configs.

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { stringify } from 'yaml';
+import { fetchMetricSum } from '../../scripts/metrics-text.js';
 import { createKafka } from '../../shared/kafka.js';
 import type { LogRecord } from '../../shared/record.js';
 import { startLogshipProcess, type LogshipProcess, type ProcessUser } from './process.js';
@@ -85,15 +86,8 @@ export function startAgentProcess(configFile: string, env: NodeJS.ProcessEnv = {
 }
 
 /** Reads a Prometheus metric value (sum over label sets matching `labels`) from an ops server. */
-export async function metricValue(opsUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${opsUrl}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
+export function metricValue(opsUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return fetchMetricSum(opsUrl, name, labels);
 }
 
 export interface ReceivedRecord {

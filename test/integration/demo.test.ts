@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import type { DemoSummary } from '../../scripts/demo.js';
 import { REPO_ROOT } from '../../scripts/stack/context.js';
 import { createElasticsearchClient } from '../../shared/elasticsearch.js';
 import { createKafka } from '../../shared/kafka.js';
@@ -16,20 +17,6 @@ import { elasticsearchConfig, kafkaConfig, testLogger } from '../helpers/stack.j
 
 /** The demo waits 5 min at most for its data; past this it is interrupted (it cleans up on SIGINT). */
 const DEMO_TIMEOUT_MS = 8 * 60_000;
-
-interface DemoResult {
-  ok: boolean;
-  run_id: string;
-  lines_written: number;
-  kafka_records: number;
-  s3_objects: number;
-  s3_rows: number;
-  es_docs: number;
-  dead_letters: number;
-  enriched: number;
-  messages_intact: boolean;
-  kept: boolean;
-}
 
 async function runDemo(): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'demo.ts')], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -53,9 +40,9 @@ describe('npm run demo', () => {
     const { code, stdout, stderr } = await runDemo();
     const context = `\n--- stdout (end)\n${stdout.slice(-4_000)}\n--- stderr (end)\n${stderr.slice(-2_000)}`;
     const lastLine = stdout.trimEnd().split('\n').at(-1) ?? '';
-    let result: DemoResult;
+    let result: DemoSummary;
     try {
-      result = JSON.parse(lastLine) as DemoResult;
+      result = JSON.parse(lastLine) as DemoSummary;
     } catch {
       assert.fail(`the demo's last line is not JSON: ${lastLine}${context}`);
     }
