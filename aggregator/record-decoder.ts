@@ -43,10 +43,9 @@ export function decodeMessage(topic: string, partition: number, offset: number, 
     let end = value.indexOf(NEWLINE, start);
     if (end === -1) end = value.length;
     if (end > start) {
-      const line = value.subarray(start, end);
-      const decoded = decodeLine(line, options);
-      if ('fields' in decoded) records.push({ topic, partition, offset, index, line, fields: decoded.fields });
-      else poison.push({ topic, partition, offset, index, line, reason: decoded.reason, detail: decoded.detail });
+      const decoded = decodeLine(value, start, end, options);
+      if ('fields' in decoded) records.push({ topic, partition, offset, index, value, start, end, fields: decoded.fields });
+      else poison.push({ topic, partition, offset, index, line: value.subarray(start, end), reason: decoded.reason, detail: decoded.detail });
       index++;
     }
     start = end + 1;
@@ -56,13 +55,15 @@ export function decodeMessage(topic: string, partition: number, offset: number, 
 
 type LineResult = { fields: RecordFields } | { reason: DeadLetterReason; detail: string };
 
-export function decodeLine(line: Buffer, options: DecodeOptions): LineResult {
-  if (line.length > options.maxRecordBytes) {
-    return { reason: DeadLetterReason.TOO_LARGE, detail: `record of ${line.length} bytes exceeds maxRecordBytes ${options.maxRecordBytes}` };
+/** Reads the fields of the record in `value[start, end)` (one line without its newline). */
+export function decodeLine(value: Buffer, start: number, end: number, options: DecodeOptions): LineResult {
+  const bytes = end - start;
+  if (bytes > options.maxRecordBytes) {
+    return { reason: DeadLetterReason.TOO_LARGE, detail: `record of ${bytes} bytes exceeds maxRecordBytes ${options.maxRecordBytes}` };
   }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(line.toString('utf8'));
+    parsed = JSON.parse(value.toString('utf8', start, end));
   } catch (error) {
     return { reason: DeadLetterReason.INVALID_JSON, detail: (error as Error).message.slice(0, 200) };
   }
@@ -90,7 +91,6 @@ function extractFields(record: Record<string, unknown>): LineResult {
   const container = k8s[KubernetesField.CONTAINER];
   return {
     fields: {
-      timestamp,
       timeMs,
       eventId,
       cluster,

@@ -11,7 +11,7 @@ import type { DeadLetter, DeadLetterQueue } from './dead-letter.js';
 import type { AggregatorMetrics } from './metrics.js';
 import { partitionKey } from './offset-tracker.js';
 import type { RecordFilter } from './routing.js';
-import { DeadLetterReason, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from './sink.js';
+import { DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from './sink.js';
 
 export interface SinkRunnerOptions {
   readonly maxBatchBytes: number;
@@ -105,15 +105,15 @@ export class SinkRunner {
       // Batches are cut between messages only: a message's records share one offset, and a batch
       // acknowledges whole offsets.
       const newMessage = open.records.length > 0 && record.offset !== open.records[open.records.length - 1]?.offset;
-      if (newMessage && record.offset > open.firstOffset && (open.records.length + 1 > maxBatchRecords || open.bytes + record.line.length > maxBatchBytes)) {
+      if (newMessage && record.offset > open.firstOffset && (open.records.length + 1 > maxBatchRecords || open.bytes + lineBytes(record) > maxBatchBytes)) {
         open.endOffset = record.offset;
         this.seal(lane);
         open = { topic, partition, firstOffset: record.offset, endOffset, records: [], bytes: 0, openedAtMs: Date.now() };
         lane.open = open;
       }
       open.records.push(record);
-      open.bytes += record.line.length;
-      this.openBytesTotal += record.line.length;
+      open.bytes += lineBytes(record);
+      this.openBytesTotal += lineBytes(record);
     }
     open.endOffset = endOffset;
     if (open.records.length >= this.options.maxBatchRecords || open.bytes >= this.options.maxBatchBytes) this.seal(lane);
@@ -304,7 +304,7 @@ export class SinkRunner {
       partition: record.partition,
       offset: record.offset,
       index: record.index,
-      line: record.line,
+      line: lineOf(record),
     }));
     await this.deps.deadLetters.send(letters, signal);
     for (const letter of letters) this.deps.metrics.deadLetters.inc({ reason: letter.reason, sink: this.name });
@@ -326,7 +326,7 @@ export class SinkRunner {
 
 function sumBytes(records: readonly SinkRecord[]): number {
   let total = 0;
-  for (const record of records) total += record.line.length;
+  for (const record of records) total += lineBytes(record);
   return total;
 }
 

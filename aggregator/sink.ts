@@ -7,8 +7,6 @@ import type { SinkError } from '../shared/errors.js';
 
 /** The fields of a record the aggregator itself needs (partitioning, index names, `_id`, routing). */
 export interface RecordFields {
-  /** `@timestamp` as written by the agent (RFC 3339, nanoseconds). */
-  readonly timestamp: string;
   /** `@timestamp` in milliseconds since the epoch (UTC). */
   readonly timeMs: number;
   readonly eventId: string;
@@ -18,7 +16,12 @@ export interface RecordFields {
   readonly container: string;
 }
 
-/** One log record as it came out of Kafka: its JSON line, untouched, and where it sits. */
+/**
+ * One log record as it came out of Kafka: its JSON line, untouched, and where it sits. The line is
+ * bytes `[start, end)` of its message's value, which all the message's records share: a record held
+ * in a batch costs two numbers instead of a Buffer view of its own (about 100 bytes of heap per
+ * record, with some 140,000 records in flight at the default `maxInFlightBytes`).
+ */
 export interface SinkRecord {
   readonly topic: string;
   readonly partition: number;
@@ -26,9 +29,32 @@ export interface SinkRecord {
   readonly offset: number;
   /** Position of the record within its message. */
   readonly index: number;
-  /** The record's JSON, one line, without the trailing newline; written to sinks as it came. */
-  readonly line: Buffer;
+  /** The Kafka message's value the record's line lies in. */
+  readonly value: Buffer;
+  /** The record's JSON, one line without the trailing newline, is `value[start, end)`; written to sinks as it came. */
+  readonly start: number;
+  readonly end: number;
   readonly fields: RecordFields;
+}
+
+/** A record's line (a view into its message's value, not a copy). */
+export function lineOf(record: SinkRecord): Buffer {
+  return record.value.subarray(record.start, record.end);
+}
+
+/** A record's line length in bytes. */
+export function lineBytes(record: SinkRecord): number {
+  return record.end - record.start;
+}
+
+/** Copies a record's line into `target` at `at`; returns the bytes copied. */
+export function copyLine(record: SinkRecord, target: Buffer, at: number): number {
+  return record.value.copy(target, at, record.start, record.end);
+}
+
+/** A record whose line is a Buffer of its own (tests, single records). */
+export function sinkRecord(where: { topic: string; partition: number; offset: number; index: number }, line: Buffer, fields: RecordFields): SinkRecord {
+  return { ...where, value: line, start: 0, end: line.length, fields };
 }
 
 /**

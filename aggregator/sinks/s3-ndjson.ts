@@ -33,7 +33,8 @@ import { z } from 'zod';
 import { AbortError, describeError, ErrorCode, isRetriable, SinkError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { createS3Client, s3ConnectionSchema } from '../../shared/s3.js';
-import { DeadLetterReason, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
+import { Field } from '../../shared/record.js';
+import { copyLine, DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
 import {
   BUCKET_NAME_PATTERN,
   defaultStatePrefix,
@@ -224,7 +225,7 @@ class S3NdjsonSink implements Sink {
         if (group === undefined) {
           const values: PartitionValues | undefined = partitionValues(record.fields);
           if (values === undefined) {
-            rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${JSON.stringify(record.fields.timestamp)} is outside the years 0000-9999` });
+            rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${recordTimestamp(record)} is outside the years 0000-9999` });
             continue;
           }
           // The key names the group's first record: deterministic for a replay from the same offset.
@@ -388,11 +389,11 @@ async function gzipNdjson(records: readonly SinkRecord[], level: number): Promis
 /** The NDJSON in slices of up to {@link NDJSON_SLICE_BYTES}; a longer line goes on its own. */
 function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
   let remaining = 0;
-  for (const record of records) remaining += record.line.length + 1;
+  for (const record of records) remaining += lineBytes(record) + 1;
   let slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
   let at = 0;
   for (const record of records) {
-    const size = record.line.length + 1;
+    const size = lineBytes(record) + 1;
     if (at + size > slice.length && at > 0) {
       yield slice.subarray(0, at);
       slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
@@ -400,11 +401,11 @@ function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
     }
     remaining -= size;
     if (size > slice.length) {
-      yield record.line;
+      yield lineOf(record);
       yield NEWLINE_BYTES;
       continue;
     }
-    at += record.line.copy(slice, at);
+    at += copyLine(record, slice, at);
     slice[at++] = NEWLINE;
   }
   if (at > 0) yield slice.subarray(0, at);
@@ -458,4 +459,13 @@ function bucketError(bucket: string, error: unknown): SinkError {
           : `bucket "${bucket}" is unreachable: ${describeS3Error(error)}`;
   const retriable = status === 301 || status === 400 || status === 403 || status === 404 ? false : isRetriable(error);
   return new SinkError(`S3 sink: ${reason}`, { code: ErrorCode.SINK_UNAVAILABLE, retriable, cause: error });
+}
+
+/** The record's `@timestamp` as written, for an error message (read again: records do not keep it). */
+function recordTimestamp(record: SinkRecord): string {
+  try {
+    return JSON.stringify((JSON.parse(lineOf(record).toString('utf8')) as Record<string, unknown>)[Field.TIMESTAMP]);
+  } catch {
+    return `(${String(record.fields.timeMs)} ms)`;
+  }
 }

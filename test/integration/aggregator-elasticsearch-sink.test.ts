@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, describe, it, type TestContext } from 'node:test';
-import type { Batch, SendResult, Sink, SinkRecord } from '../../aggregator/sink.js';
+import { lineBytes, lineOf, sinkRecord, type Batch, type SendResult, type Sink, type SinkRecord } from '../../aggregator/sink.js';
 import { createElasticsearchSink, elasticsearchSinkOptionsSchema } from '../../aggregator/sinks/elasticsearch.js';
 import { createElasticsearchClient } from '../../shared/elasticsearch.js';
 import { SinkError } from '../../shared/errors.js';
@@ -43,18 +43,15 @@ function record(prefix: string, i: number, spec: RecordSpec): SinkRecord {
     ...spec.extra,
   };
   const timeMs = Date.parse(spec.timestamp);
-  return {
-    topic: `logs.${cluster}.${spec.namespace}`,
-    partition: 0,
-    offset: i,
-    index: 0,
-    line: Buffer.from(JSON.stringify(doc)),
-    fields: { timestamp: spec.timestamp, timeMs, eventId, cluster, namespace: spec.namespace, pod: `${spec.app}-7f9c-x2`, container: spec.app },
-  };
+  return sinkRecord(
+    { topic: `logs.${cluster}.${spec.namespace}`, partition: 0, offset: i, index: 0 },
+    Buffer.from(JSON.stringify(doc)),
+    { timeMs, eventId, cluster, namespace: spec.namespace, pod: `${spec.app}-7f9c-x2`, container: spec.app },
+  );
 }
 
 function batchOf(records: readonly SinkRecord[], firstOffset = 0, endOffset = records.length): Batch {
-  return { topic: 'logs.it', partition: 0, firstOffset, endOffset, records, bytes: records.reduce((n, r) => n + r.line.length, 0) };
+  return { topic: 'logs.it', partition: 0, firstOffset, endOffset, records, bytes: records.reduce((n, r) => n + lineBytes(r), 0) };
 }
 
 /** A sink writing to `<prefix>-{namespace}-{yyyy.MM.dd}`, its template and indices removed after the test. */
@@ -102,7 +99,7 @@ describe('Elasticsearch sink (real node)', () => {
     const records = Array.from({ length: n }, (_, i) =>
       record(prefix, i, { namespace: namespaces[i % 2] ?? '', timestamp: days[Math.floor(i / 2) % 2] ?? '', app: i % 3 === 0 ? 'checkout' : 'api' }),
     );
-    assert.ok(records.reduce((sum, r) => sum + r.line.length, 0) > 4 * 64 * 1024, 'the batch needs several requests');
+    assert.ok(records.reduce((sum, r) => sum + lineBytes(r), 0) > 4 * 64 * 1024, 'the batch needs several requests');
 
     // A send whose signal is already aborted (shutdown) writes nothing and keeps every record.
     const aborted = await sink.send(batchOf(records), AbortSignal.abort());
@@ -126,7 +123,7 @@ describe('Elasticsearch sink (real node)', () => {
     const sample = records[7];
     assert.ok(sample);
     const got = await es.get<Record<string, unknown>>({ index: `${prefix}-web-shop-2026.11.22`, id: sample.fields.eventId });
-    assert.deepEqual(got._source, JSON.parse(sample.line.toString('utf8')));
+    assert.deepEqual(got._source, JSON.parse(lineOf(sample).toString('utf8')));
 
     // The template applied: labels are one flattened field, searchable by key.
     const mapping = await es.indices.getMapping({ index: `${prefix}-payments-2026.11.21` });

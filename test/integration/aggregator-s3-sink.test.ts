@@ -11,7 +11,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { Batch, SendResult, SinkRecord } from '../../aggregator/sink.js';
+import { lineBytes, lineOf, sinkRecord as recordOf, type Batch, type SendResult, type SinkRecord } from '../../aggregator/sink.js';
 import { createS3NdjsonSink, s3SinkOptionsSchema } from '../../aggregator/sinks/s3-ndjson.js';
 import { ErrorCode, SinkError } from '../../shared/errors.js';
 import { Field, KubernetesField, LogField, type LogRecord } from '../../shared/record.js';
@@ -61,19 +61,19 @@ function sinkRecord(spec: RecordSpec): SinkRecord {
     },
     [Field.LOG]: { [LogField.FILE]: `/var/log/pods/${namespace}_${pod}_uid-1/api/0.log`, [LogField.OFFSET]: spec.offset * 1000 + index },
   };
-  return {
-    topic: TOPIC,
-    partition: PARTITION,
-    offset: spec.offset,
-    index,
-    line: Buffer.from(JSON.stringify(record)),
-    fields: { timestamp, timeMs, eventId, cluster: 'it', namespace, pod, container: 'api' },
-  };
+  return recordOf({ topic: TOPIC, partition: PARTITION, offset: spec.offset, index }, Buffer.from(JSON.stringify(record)), {
+    timeMs,
+    eventId,
+    cluster: 'it',
+    namespace,
+    pod,
+    container: 'api',
+  });
 }
 
 function batch(firstOffset: number, endOffset: number, records: readonly SinkRecord[]): Batch {
   const inRange = records.filter((r) => r.offset >= firstOffset && r.offset < endOffset);
-  return { topic: TOPIC, partition: PARTITION, firstOffset, endOffset, records: inRange, bytes: inRange.reduce((n, r) => n + r.line.length, 0) };
+  return { topic: TOPIC, partition: PARTITION, firstOffset, endOffset, records: inRange, bytes: inRange.reduce((n, r) => n + lineBytes(r), 0) };
 }
 
 /** Offsets [from, to), one record each, alternating two namespaces, one hour per 40 offsets. */
@@ -206,7 +206,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     const expected = new Map<string, string[]>();
     for (const r of sent.records) {
       const key = where(r.fields.namespace, r.offset < 40 ? '04' : '05', (r.offset < 40 ? 0 : 40) + (r.fields.namespace === 'ns-a' ? 0 : 1));
-      expected.set(key, [...(expected.get(key) ?? []), r.line.toString('utf8')]);
+      expected.set(key, [...(expected.get(key) ?? []), lineOf(r).toString('utf8')]);
     }
     for (const [key, lines] of objects) assert.deepEqual(lines, expected.get(key), key);
     assert.equal([...objects.values()].flat().length, 81, 'N records in, N lines out');
@@ -282,7 +282,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     assert.match(head.ETag ?? '', /-2"?$/, 'a multipart ETag names its part count');
     const lines = gunzipSync(await getBytes(key)).toString('utf8').split('\n');
     assert.equal(lines.pop(), '');
-    assert.deepEqual(lines, records.map((r) => r.line.toString('utf8')));
+    assert.deepEqual(lines, records.map((r) => lineOf(r).toString('utf8')));
   });
 
   it('stops a send when its signal aborts: retryable, no marker, and a later send writes everything once', async () => {
@@ -343,6 +343,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     await sink.close();
     assert.equal(result.status, 'delivered');
     assert.deepEqual(result.rejected?.map((r) => r.record.offset), [1]);
+    assert.match(String(result.rejected.at(0)?.detail), /^timestamp "\+012000-01-01T00:00:00\.000Z" is outside/);
     const ids = eventIds(await readObjects(prefix));
     assert.deepEqual(ids.sort(), [records[0], records[2]].map((r) => r?.fields.eventId).sort());
   });

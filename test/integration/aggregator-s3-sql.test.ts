@@ -21,7 +21,7 @@ import {
 } from '@duckdb/node-api';
 import { RECORD_COLUMNS, type ColumnDef, type ColumnType } from '../../aggregator/athena.js';
 import { PARTITION_COLUMNS } from '../../aggregator/s3-layout.js';
-import type { Batch, SinkRecord } from '../../aggregator/sink.js';
+import { lineBytes, lineOf, sinkRecord, type Batch, type SinkRecord } from '../../aggregator/sink.js';
 import { createS3NdjsonSink, s3SinkOptionsSchema } from '../../aggregator/sinks/s3-ndjson.js';
 import { Field, KubernetesField, LogField, RecordFlag, type LogRecord } from '../../shared/record.js';
 import { createS3Client } from '../../shared/s3.js';
@@ -87,14 +87,14 @@ function makeRecords(): Written[] {
         ...(flagged ? { [LogField.FLAGS]: [RecordFlag.TRUNCATED] } : {}),
       },
     };
-    const fields = { timestamp, timeMs: Date.parse(timestamp), eventId, cluster: CLUSTER, namespace, pod, container: 'app' };
-    return { namespace, timestamp, pod, stream, flagged, record: { topic: TOPIC, partition: PARTITION, offset, index: 0, line: Buffer.from(JSON.stringify(record)), fields } };
+    const fields = { timeMs: Date.parse(timestamp), eventId, cluster: CLUSTER, namespace, pod, container: 'app' };
+    return { namespace, timestamp, pod, stream, flagged, record: sinkRecord({ topic: TOPIC, partition: PARTITION, offset, index: 0 }, Buffer.from(JSON.stringify(record)), fields) };
   });
 }
 
 function batch(firstOffset: number, endOffset: number, written: readonly Written[]): Batch {
   const records = written.map((w) => w.record).filter((r) => r.offset >= firstOffset && r.offset < endOffset);
-  return { topic: TOPIC, partition: PARTITION, firstOffset, endOffset, records, bytes: records.reduce((n, r) => n + r.line.length, 0) };
+  return { topic: TOPIC, partition: PARTITION, firstOffset, endOffset, records, bytes: records.reduce((n, r) => n + lineBytes(r), 0) };
 }
 
 async function listKeys(prefix: string): Promise<string[]> {
@@ -258,7 +258,7 @@ describe('S3 layout queried with SQL (DuckDB over objects the sink wrote to MinI
     const expected = written
       .filter((w) => w.namespace === 'beta' && w.pod === 'beta-pod-0' && w.stream === 'stderr' && w.record.fields.timeMs >= from && w.record.fields.timeMs < to)
       .sort((a, b) => a.timestamp.localeCompare(b.timestamp))
-      .map((w) => ({ timestamp: w.timestamp, message: (JSON.parse(w.record.line.toString('utf8')) as LogRecord)[Field.MESSAGE] }));
+      .map((w) => ({ timestamp: w.timestamp, message: (JSON.parse(lineOf(w.record).toString('utf8')) as LogRecord)[Field.MESSAGE] }));
     assert.ok(expected.length > 0);
     assert.deepEqual(got, expected);
   });

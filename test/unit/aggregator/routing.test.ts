@@ -4,7 +4,7 @@ import { recordFilter, routingSchema } from '../../../aggregator/routing.js';
 import type { RecordFields } from '../../../aggregator/sink.js';
 
 function fields(namespace: string, cluster = 'prod'): RecordFields {
-  return { timestamp: '', timeMs: 0, eventId: 'e', cluster, namespace, pod: 'p', container: 'c' };
+  return { timeMs: 0, eventId: 'e', cluster, namespace, pod: 'p', container: 'c' };
 }
 
 describe('recordFilter', () => {

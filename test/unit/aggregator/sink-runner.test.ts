@@ -3,21 +3,21 @@ import { describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import type { DeadLetter, DeadLetterQueue } from '../../../aggregator/dead-letter.js';
 import { AggregatorMetrics } from '../../../aggregator/metrics.js';
-import { DeadLetterReason, type Batch, type SendResult, type Sink, type SinkRecord } from '../../../aggregator/sink.js';
+import { DeadLetterReason, sinkRecord, type Batch, type SendResult, type Sink, type SinkRecord } from '../../../aggregator/sink.js';
 import { SinkRunner, type SinkRunnerOptions } from '../../../aggregator/sink-runner.js';
 import { SinkError, ErrorCode } from '../../../shared/errors.js';
 import { createLogger } from '../../../shared/logger.js';
 import { waitFor } from '../../helpers/stack.js';
 
 function rec(offset: number, index = 0, namespace = 'a'): SinkRecord {
-  return {
-    topic: 't',
-    partition: 0,
-    offset,
-    index,
-    line: Buffer.from(`{"n":${String(offset)}}`),
-    fields: { timestamp: '', timeMs: Date.now(), eventId: `${String(offset)}-${String(index)}`, cluster: 'c', namespace, pod: 'p', container: 'c' },
-  };
+  return sinkRecord({ topic: 't', partition: 0, offset, index }, Buffer.from(`{"n":${String(offset)}}`), {
+    timeMs: Date.now(),
+    eventId: `${String(offset)}-${String(index)}`,
+    cluster: 'c',
+    namespace,
+    pod: 'p',
+    container: 'c',
+  });
 }
 
 /** A sink scripted by a function of the batch and the attempt number; records every call. */
