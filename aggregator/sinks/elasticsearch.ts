@@ -20,13 +20,14 @@
  * that reaches a data stream after a rollover lands in a new backing index as a duplicate. Daily
  * indices keep "a replay overwrites" true.
  */
+import { Readable } from 'node:stream';
 import { errors, type Client, type estypes } from '@elastic/elasticsearch';
 import { z } from 'zod';
 import { createElasticsearchClient, elasticsearchConnectionSchema } from '../../shared/elasticsearch.js';
 import { ConfigError, ErrorCode, SinkError } from '../../shared/errors.js';
 import { RateLimitedLog, redactUrlCredentials, type Logger } from '../../shared/logger.js';
 import { DEFAULT_TEMPLATE_PRIORITY, indexTemplateBody } from '../elasticsearch-template.js';
-import { DeadLetterReason, type Batch, type RecordFields, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
+import { copyLine, DeadLetterReason, lineBytes, type Batch, type RecordFields, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
 
 const MIB = 1024 * 1024;
 
@@ -41,6 +42,8 @@ export const MAX_DETAIL_CHARS = 500;
 const LOG_INTERVAL_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const NEWLINE_BYTE = 0x0a;
+/** Bulk bodies are streamed in chunks of this size (see bulkBodyChunks). */
+const BODY_CHUNK_BYTES = 256 * 1024;
 
 /** Only the parts of a bulk response the sink reads: keeps big responses cheap to receive and parse. */
 const BULK_FILTER_PATH = 'errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason';
@@ -200,12 +203,19 @@ export type ElasticsearchSinkOptions = z.output<typeof elasticsearchSinkOptionsS
 
 // ---- bulk requests --------------------------------------------------------------------------------
 
-/** Records of one bulk request with their action lines; the body is assembled only when sent. */
+/**
+ * Records of one bulk request and the start of each one's action line (shared by all records of an
+ * index); the action lines and the body are built only when the request is sent.
+ */
 export interface BulkRequestPlan {
   readonly records: SinkRecord[];
-  readonly actions: string[];
+  /** `{"index":{"_index":"…","_id":` of each record; the action ends with its JSON event_id and `}}`. */
+  readonly prefixes: string[];
   bytes: number;
 }
+
+/** What closes an action line after its `_id`. */
+const ACTION_END = '}}\n';
 
 /**
  * Splits records into bulk requests of at most `maxRequestBytes` (a record larger than that alone).
@@ -214,45 +224,60 @@ export interface BulkRequestPlan {
  */
 export function planBulkRequests(records: readonly SinkRecord[], indexName: IndexName, maxRequestBytes: number): BulkRequestPlan[] {
   const plans: BulkRequestPlan[] = [];
-  const prefixes = new Map<string, string>();
+  const prefixes = new Map<string, { prefix: string; bytes: number }>();
   let current: BulkRequestPlan | undefined;
   // Neighbouring records nearly always share an index: the last prefix is tried first.
-  let last = { namespace: '', cluster: '', hour: Number.NaN, prefix: '' };
+  let last = { namespace: '', cluster: '', hour: Number.NaN, prefix: '', prefixBytes: 0 };
   for (const record of records) {
     const { namespace, cluster, timeMs, eventId } = record.fields;
     const hour = indexName.usesDate ? Math.floor(timeMs / HOUR_MS) : 0;
     if (hour !== last.hour || namespace !== last.namespace || cluster !== last.cluster) {
       const key = `${namespace}\n${cluster}\n${hour}`;
-      let prefix = prefixes.get(key);
-      if (prefix === undefined) {
-        prefix = `{"index":{"_index":${JSON.stringify(indexName.render(record.fields))},"_id":`;
-        prefixes.set(key, prefix);
+      let known = prefixes.get(key);
+      if (known === undefined) {
+        const prefix = `{"index":{"_index":${JSON.stringify(indexName.render(record.fields))},"_id":`;
+        known = { prefix, bytes: Buffer.byteLength(prefix) };
+        prefixes.set(key, known);
       }
-      last = { namespace, cluster, hour, prefix };
+      last = { namespace, cluster, hour, prefix: known.prefix, prefixBytes: known.bytes };
     }
-    const action = `${last.prefix}${JSON.stringify(eventId)}}}\n`;
-    const bytes = Buffer.byteLength(action) + record.line.length + 1;
+    const bytes = last.prefixBytes + Buffer.byteLength(JSON.stringify(eventId)) + ACTION_END.length + lineBytes(record) + 1;
     if (current === undefined || (current.bytes + bytes > maxRequestBytes && current.records.length > 0)) {
-      current = { records: [], actions: [], bytes: 0 };
+      current = { records: [], prefixes: [], bytes: 0 };
       plans.push(current);
     }
     current.records.push(record);
-    current.actions.push(action);
+    current.prefixes.push(last.prefix);
     current.bytes += bytes;
   }
   return plans;
 }
 
-/** The NDJSON body: action line, the record's own bytes, newline; for every record. */
-export function bulkBody(plan: BulkRequestPlan): Buffer {
-  const body = Buffer.allocUnsafe(plan.bytes);
+/**
+ * The NDJSON body (action line, the record's own bytes, newline; for every record) in chunks of up
+ * to `chunkBytes`, each built when the request reads it: a bulk request in flight holds a chunk or
+ * two, not a copy of its records (8 requests of 5 MiB at the defaults). A record longer than a
+ * chunk comes as one chunk of its own size.
+ */
+export function* bulkBodyChunks(plan: BulkRequestPlan, chunkBytes = BODY_CHUNK_BYTES): Generator<Buffer> {
+  let remaining = plan.bytes;
+  let chunk = Buffer.allocUnsafe(Math.min(chunkBytes, remaining));
   let at = 0;
   for (let i = 0; i < plan.records.length; i++) {
-    at += body.write(plan.actions[i] as string, at);
-    at += (plan.records[i] as SinkRecord).line.copy(body, at);
-    body[at++] = NEWLINE_BYTE;
+    const record = plan.records[i] as SinkRecord;
+    const action = `${plan.prefixes[i] as string}${JSON.stringify(record.fields.eventId)}${ACTION_END}`;
+    const size = Buffer.byteLength(action) + lineBytes(record) + 1;
+    if (at + size > chunk.length) {
+      if (at > 0) yield chunk.subarray(0, at);
+      chunk = Buffer.allocUnsafe(Math.max(size, Math.min(chunkBytes, remaining)));
+      at = 0;
+    }
+    at += chunk.write(action, at);
+    at += copyLine(record, chunk, at);
+    chunk[at++] = NEWLINE_BYTE;
+    remaining -= size;
   }
-  return body;
+  if (at > 0) yield chunk.subarray(0, at);
 }
 
 export type ItemOutcome =
@@ -311,8 +336,9 @@ export function createElasticsearchSink(name: string, options: ElasticsearchSink
     let response: estypes.BulkResponse;
     try {
       response = await client.transport.request<estypes.BulkResponse>(
-        { method: 'POST', path: '/_bulk', querystring: { filter_path: BULK_FILTER_PATH }, bulkBody: bulkBody(plan), meta: { name: 'bulk' } },
-        { signal },
+        { method: 'POST', path: '/_bulk', querystring: { filter_path: BULK_FILTER_PATH }, bulkBody: Readable.from(bulkBodyChunks(plan), { objectMode: false }), meta: { name: 'bulk' } },
+        // The length is known: a plain request rather than chunked, and the HTTP client checks the body against it.
+        { signal, headers: { 'content-length': String(plan.bytes) } },
       );
     } catch (error) {
       const status = error instanceof errors.ResponseError ? (error.statusCode ?? 0) : 0;

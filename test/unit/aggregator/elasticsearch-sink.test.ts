@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { indexTemplateBody, KEYWORD_IGNORE_ABOVE, recordMappings } from '../../../aggregator/elasticsearch-template.js';
-import type { SinkRecord } from '../../../aggregator/sink.js';
+import { lineOf, sinkRecord, type SinkRecord } from '../../../aggregator/sink.js';
 import {
-  bulkBody,
+  bulkBodyChunks,
   classifyItem,
   compileIndexName,
   describeItemError,
@@ -29,14 +29,14 @@ function record(i: number, over: { namespace?: string; cluster?: string; timesta
     [Field.LOG]: { [LogField.FILE]: '/var/log/pods/x/0.log', [LogField.OFFSET]: i * 100 },
   };
   const line = Buffer.from(JSON.stringify(doc));
-  return {
-    topic: 'logs.prod.payments',
-    partition: 0,
-    offset: i,
-    index: 0,
-    line,
-    fields: { timestamp, timeMs: Date.parse(timestamp), eventId, cluster, namespace, pod: 'api', container: 'api' },
-  };
+  return sinkRecord({ topic: 'logs.prod.payments', partition: 0, offset: i, index: 0 }, line, {
+    timeMs: Date.parse(timestamp),
+    eventId,
+    cluster,
+    namespace,
+    pod: 'api',
+    container: 'api',
+  });
 }
 
 describe('index name templates', () => {
@@ -97,18 +97,20 @@ describe('elasticsearchSinkOptionsSchema', () => {
 
 describe('bulk request planning', () => {
   it('sends each record\'s bytes untouched after an index action with _id = event_id', () => {
-    const records = [record(1), record(2, { namespace: 'Web', timestamp: '2026-11-23T00:00:00.5Z' })];
+    const first = record(1);
+    const second = record(2, { namespace: 'Web', timestamp: '2026-11-23T00:00:00.5Z' });
+    const records = [first, second];
     const [plan, ...rest] = planBulkRequests(records, compileIndexName('logs-{namespace}-{yyyy.MM.dd}'), 5 * 1024 * 1024);
     assert.equal(rest.length, 0);
     assert.ok(plan);
-    const body = bulkBody(plan);
+    const body = Buffer.concat([...bulkBodyChunks(plan)]);
     assert.equal(body.length, plan.bytes);
     const lines = body.toString('utf8').split('\n');
     assert.equal(lines.pop(), '', 'the body ends with a newline');
     assert.deepEqual(JSON.parse(lines[0] ?? ''), { index: { _index: 'logs-payments-2026.11.22', _id: 'evt-1' } });
-    assert.equal(lines[1], records[0]?.line.toString('utf8'));
+    assert.equal(lines[1], lineOf(first).toString('utf8'));
     assert.deepEqual(JSON.parse(lines[2] ?? ''), { index: { _index: 'logs-web-2026.11.23', _id: 'evt-2' } });
-    assert.ok(body.subarray(body.length - 1 - (records[1]?.line.length ?? 0), body.length - 1).equals(records[1]?.line ?? Buffer.alloc(0)));
+    assert.ok(body.subarray(body.length - 1 - lineOf(second).length, body.length - 1).equals(lineOf(second)));
   });
 
   it('splits a batch into requests no larger than maxRequestBytes, in order, a larger record alone', () => {
@@ -119,10 +121,27 @@ describe('bulk request planning', () => {
     assert.ok(plans.length > 10);
     for (const plan of plans) {
       assert.ok(plan.bytes <= max || plan.records.length === 1, `request of ${plan.bytes} bytes with ${plan.records.length} records`);
-      assert.equal(bulkBody(plan).length, plan.bytes);
+      assert.equal(Buffer.concat([...bulkBodyChunks(plan, 512)]).length, plan.bytes);
     }
     assert.deepEqual(plans.flatMap((p) => p.records), records);
     assert.ok(plans.some((p) => p.records.length === 1 && p.bytes > max));
+  });
+
+  it('streams the same body in chunks of any size, each ending at a record boundary', () => {
+    const records = Array.from({ length: 60 }, (_, i) => record(i, { message: 'z'.repeat(i % 5 === 0 ? 700 : 40) }));
+    const [plan] = planBulkRequests(records, compileIndexName('logs-{namespace}'), 5 * 1024 * 1024);
+    assert.ok(plan);
+    const whole = Buffer.concat([...bulkBodyChunks(plan)]);
+    assert.equal(whole.length, plan.bytes);
+    for (const chunkBytes of [1, 300, 1000, 4096]) {
+      const chunks: Buffer[] = [...bulkBodyChunks(plan, chunkBytes)];
+      assert.ok(Buffer.concat(chunks).equals(whole), `chunks of ${chunkBytes} bytes`);
+      for (const chunk of chunks) {
+        assert.equal(chunk.at(-1), 0x0a);
+        // Over the size only when one action and record alone are larger.
+        if (chunk.length > chunkBytes) assert.equal(chunk.toString('utf8').split('\n').length, 3, `a ${chunk.length}-byte chunk of ${chunkBytes}`);
+      }
+    }
   });
 });
 
