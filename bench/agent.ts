@@ -3,11 +3,12 @@
  *
  * Writes LINES whole CRI lines of LINE_BYTES bytes across FILES files of several pods and namespaces,
  * starts the compiled agent pinned to one CPU (taskset) with the DaemonSet's runtime settings
- * (deployedEnv), and
- * measures from the moment it is ready until Kafka acknowledged every line: lines/s, MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
+ * (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
+ * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
  * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
- * processes on it), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The
- * last output line is one JSON object, also written to bench/results/agent.json.
+ * processes on it), the CPU the stack's servers used meanwhile (Kafka above all; the machine has two
+ * cores), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The last
+ * output line is one JSON object, also written to bench/results/agent.json.
  *
  * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
@@ -24,7 +25,7 @@ import { stringify } from 'yaml';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
-import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, type ProcStat } from './runtime.js';
+import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 3_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -126,6 +127,8 @@ async function main(): Promise<void> {
   let readyAt = 0;
   let doneAt = 0;
   let atReady: ProcStat;
+  let serversAtReady: Record<string, number>;
+  let serversBusy: Record<string, number>;
   let busy: ProcStat;
   let idle: ProcStat;
   let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number;
@@ -141,6 +144,7 @@ async function main(): Promise<void> {
     }
     if (!readyAt) throw new Error('agent did not become ready');
     atReady = procStat(pid);
+    serversAtReady = serverCpuSeconds();
     while (Date.now() < deadline) {
       const [produced, unshipped] = await Promise.all([fetchMetricSum(url, 'logship_agent_records_produced_total'), fetchMetricSum(url, 'logship_agent_unshipped_bytes')]);
       if (produced >= lines && unshipped === 0) {
@@ -152,6 +156,7 @@ async function main(): Promise<void> {
     }
     if (!doneAt) throw new Error('agent did not finish in time');
     busy = procStat(pid);
+    serversBusy = serverCpuSeconds();
     await sleep(IDLE_MS);
     idle = procStat(pid);
     [heapTotal, heapUsed, external, backpressure, messages] = await Promise.all([
@@ -185,6 +190,8 @@ async function main(): Promise<void> {
     backpressure_seconds: round(backpressure),
     kafka_messages: messages,
     run_queue_wait_seconds: round(busy.runQueueSeconds - atReady.runQueueSeconds),
+    // What the stack's servers (Kafka above all) used of the machine's two cores meanwhile.
+    server_cpu_seconds: serverCpuDelta(serversAtReady, serversBusy),
     // Threads that ended before the run finished are missing; the total above includes them.
     thread_cpu_seconds: Object.fromEntries(
       Object.entries(busy.threadCpuSeconds).map(([name, s]) => [name, round(s - (atReady.threadCpuSeconds[name] ?? 0))]),

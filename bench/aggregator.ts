@@ -17,7 +17,8 @@
  *    sink's request size with the sink's concurrency, `_id` = event_id, from a child process pinned to
  *    the same CPU; the bodies are built before the clock starts.
  *
- * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core),
+ * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core;
+ * also the stack's servers' over each drain),
  * counted from /readyz on; peak RSS is VmHWM. The last output line is one JSON object, also written to
  * bench/results/aggregator.json. Everything else the aggregator is configured with is its default, and
  * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/runtime.ts).
@@ -48,7 +49,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu } from './runtime.js';
+import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
@@ -300,6 +301,8 @@ interface DrainResult {
   cpuSecondsAfterReady: number;
   mainThreadCpuSeconds: number;
   runQueueSeconds: number;
+  /** CPU seconds of the stack's servers (Kafka, and Elasticsearch or MinIO) over the drain. */
+  serverCpuSeconds: Record<string, number>;
   peakRssBytes: number;
   deadLetters: number;
   batches: number;
@@ -333,6 +336,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
   const logFile = join(LOG_DIR ?? work, `${name}.log`);
   const out = openSync(logFile, 'w');
   const startedAt = performance.now();
+  const serversAtStart = serverCpuSeconds();
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, join(REPO_ROOT, 'dist', 'aggregator', 'main.js'), '--config', configFile], {
     stdio: ['ignore', out, out],
     cwd: REPO_ROOT,
@@ -391,6 +395,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
     }
     if (doneAt === 0) throw failure(`committed offsets did not reach the end within ${RUN_TIMEOUT_MS} ms`);
     const stat = procStat(pid);
+    const servers = serverCpuDelta(serversAtStart, serverCpuSeconds());
     const url = `http://127.0.0.1:${port}`;
     const [deadLetters, batches, fetchPausedSeconds] = await Promise.all([
       fetchMetricSum(url, 'logship_aggregator_dead_letters_total'),
@@ -410,6 +415,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
       cpuSecondsAfterReady: stat.cpuSeconds - cpuAtReady,
       mainThreadCpuSeconds: stat.mainThreadCpuSeconds,
       runQueueSeconds: stat.runQueueSeconds,
+      serverCpuSeconds: servers,
       peakRssBytes: stat.hwmBytes,
       deadLetters,
       batches,
@@ -697,6 +703,7 @@ async function main(): Promise<void> {
         s3_records_per_cpu_second: Math.round(r.records / r.cpuSecondsAfterReady),
         s3_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
         s3_run_queue_wait_seconds: round(r.runQueueSeconds),
+        s3_server_cpu_seconds: r.serverCpuSeconds,
         s3_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
         s3_rows: written.lines,
         s3_rows_checked: 'all objects read, lines counted',
@@ -759,6 +766,7 @@ async function main(): Promise<void> {
         es_cpu_s_per_million_records: round(r.cpuSecondsAfterReady / (r.records / 1e6)),
         es_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
         es_run_queue_wait_seconds: round(r.runQueueSeconds),
+        es_server_cpu_seconds: r.serverCpuSeconds,
         es_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
         es_documents: documents,
         es_batches: r.batches,

@@ -75,6 +75,49 @@ export function reserveCpu(cpus: string, log: (message: string) => void): () => 
   };
 }
 
+/**
+ * CPU seconds so far of each stack server that is running, with its descendants (Elasticsearch's
+ * launcher runs the server JVM as a child): the difference over a run says how much of the machine
+ * the servers took from the binary.
+ */
+export function serverCpuSeconds(): Record<string, number> {
+  const paths = stackPaths();
+  const seconds: Record<string, number> = {};
+  for (const server of STACK_SERVERS) {
+    const pid = runningPid(paths, server);
+    if (pid === undefined) continue;
+    try {
+      seconds[server] = treeCpuSeconds(pid);
+    } catch {
+      // It stopped between the PID check and the read.
+    }
+  }
+  return seconds;
+}
+
+/** The servers' CPU seconds between two serverCpuSeconds() readings, rounded to 0.01. */
+export function serverCpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([server, s]) => [server, Math.round((s - (before[server] ?? s)) * 100) / 100]));
+}
+
+/** CPU seconds of a process and all its live descendants, plus the children they already reaped. */
+function treeCpuSeconds(pid: number): number {
+  let seconds = statCpuSeconds(`/proc/${pid}/stat`, true);
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean);
+    for (const child of children) seconds += treeCpuSeconds(Number(child));
+  }
+  return seconds;
+}
+
+/** utime + stime of a /proc stat file, in seconds; with `children`, also of its waited-for children. */
+function statCpuSeconds(statFile: string, children = false): number {
+  const stat = readFileSync(statFile, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]) + (children ? Number(fields[13]) + Number(fields[14]) : 0);
+  return ticks / 100;
+}
+
 /** Compiles one binary's folder (and shared/) into dist/ as `npm run build` does, without the others. */
 export function buildBinary(work: string, folder: 'agent' | 'aggregator'): void {
   const tsconfig = join(work, `tsconfig.${folder}.json`);
@@ -104,11 +147,7 @@ export interface ProcStat {
 }
 
 export function procStat(pid: number): ProcStat {
-  const cpuOf = (statFile: string): number => {
-    const stat = readFileSync(statFile, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  };
+  const cpuOf = (statFile: string): number => statCpuSeconds(statFile);
   let runQueueSeconds = 0;
   const threadCpuSeconds: Record<string, number> = {};
   // Threads in creation order: V8's platform workers (GC and compiler helpers) start with the process,
