@@ -2,9 +2,9 @@
  * What both benchmarks share: building one binary (buildBinary), running it with its deployed settings
  * (deployedEnv), optionally on a core of its own (reserveCpu), and reading its CPU and memory (procStat).
  *
- * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS` and `MALLOC_*` entries of
+ * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS`, `MALLOC_*` and `UV_THREADPOOL_SIZE` entries of
  * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/dist/<binary>/main.js`),
- * so that a benchmark measures what runs in the cluster. BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD
+ * so that a benchmark measures what runs in the cluster. BENCH_NODE_OPTIONS, BENCH_MALLOC_MMAP_THRESHOLD and BENCH_UV_THREADPOOL_SIZE
  * replace them for experiments ('' for none); `asDeployed` says whether anything was replaced.
  */
 import { execFileSync } from 'node:child_process';
@@ -19,6 +19,9 @@ export interface DeployedEnv {
   readonly asDeployed: boolean;
 }
 
+/** The env entries of a manifest that tune the runtime rather than configure logship. */
+const RUNTIME_ENV = /^(NODE_OPTIONS|MALLOC_\w+|UV_THREADPOOL_SIZE)$/;
+
 export function deployedEnv(manifest: string, containerName: string): DeployedEnv {
   const file = join('k8s', 'base', manifest);
   const parsed = parseYaml(readFileSync(join(REPO_ROOT, file), 'utf8')) as {
@@ -28,11 +31,12 @@ export function deployedEnv(manifest: string, containerName: string): DeployedEn
   if (!container) throw new Error(`${file}: no container ${containerName}`);
   const deployed: Record<string, string> = {};
   for (const entry of container.env ?? []) {
-    if (entry.value !== undefined && (entry.name === 'NODE_OPTIONS' || entry.name.startsWith('MALLOC_'))) deployed[entry.name] = entry.value;
+    if (entry.value !== undefined && RUNTIME_ENV.test(entry.name)) deployed[entry.name] = entry.value;
   }
   const env = { ...deployed };
   if (process.env.BENCH_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
   if (process.env.BENCH_MALLOC_MMAP_THRESHOLD !== undefined) env.MALLOC_MMAP_THRESHOLD_ = process.env.BENCH_MALLOC_MMAP_THRESHOLD;
+  if (process.env.BENCH_UV_THREADPOOL_SIZE !== undefined) env.UV_THREADPOOL_SIZE = process.env.BENCH_UV_THREADPOOL_SIZE;
   return { env, asDeployed: JSON.stringify(env) === JSON.stringify(deployed) };
 }
 
