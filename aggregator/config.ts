@@ -5,8 +5,8 @@
 import { z } from 'zod';
 import { checkKafkaConnection, kafkaConnectionFields } from '../shared/kafka.js';
 import { routingSchema } from './routing.js';
-import { elasticsearchSinkOptionsSchema } from './sinks/elasticsearch.js';
-import { s3SinkOptionsSchema } from './sinks/s3-ndjson.js';
+import { elasticsearchSinkOptionsSchema } from './sinks/elasticsearch-options.js';
+import { s3SinkOptionsSchema } from './sinks/s3-options.js';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;

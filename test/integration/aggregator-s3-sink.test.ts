@@ -12,7 +12,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { lineBytes, lineOf, sinkRecord as recordOf, type Batch, type SendResult, type SinkRecord } from '../../aggregator/sink.js';
-import { createS3NdjsonSink, s3SinkOptionsSchema } from '../../aggregator/sinks/s3-ndjson.js';
+import { createS3NdjsonSink } from '../../aggregator/sinks/s3-ndjson.js';
+import { s3SinkOptionsSchema } from '../../aggregator/sinks/s3-options.js';
 import { ErrorCode, SinkError } from '../../shared/errors.js';
 import { Field, KubernetesField, LogField, type LogRecord } from '../../shared/record.js';
 import { createS3Client } from '../../shared/s3.js';

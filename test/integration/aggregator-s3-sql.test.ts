@@ -22,7 +22,8 @@ import {
 import { RECORD_COLUMNS, type ColumnDef, type ColumnType } from '../../aggregator/athena.js';
 import { PARTITION_COLUMNS } from '../../aggregator/s3-layout.js';
 import { lineBytes, lineOf, sinkRecord, type Batch, type SinkRecord } from '../../aggregator/sink.js';
-import { createS3NdjsonSink, s3SinkOptionsSchema } from '../../aggregator/sinks/s3-ndjson.js';
+import { createS3NdjsonSink } from '../../aggregator/sinks/s3-ndjson.js';
+import { s3SinkOptionsSchema } from '../../aggregator/sinks/s3-options.js';
 import { Field, KubernetesField, LogField, RecordFlag, type LogRecord } from '../../shared/record.js';
 import { createS3Client } from '../../shared/s3.js';
 import { s3Config, testLogger, uniqueName } from '../helpers/stack.js';

@@ -2,17 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { indexTemplateBody, KEYWORD_IGNORE_ABOVE, recordMappings } from '../../../aggregator/elasticsearch-template.js';
 import { lineOf, sinkRecord, type SinkRecord } from '../../../aggregator/sink.js';
-import {
-  bulkBodyChunks,
-  classifyItem,
-  compileIndexName,
-  describeItemError,
-  elasticsearchSinkOptionsSchema,
-  indexNameProblems,
-  MAX_DETAIL_CHARS,
-  planBulkRequests,
-  sanitizeIndexValue,
-} from '../../../aggregator/sinks/elasticsearch.js';
+import { bulkBodyChunks, classifyItem, describeItemError, MAX_DETAIL_CHARS, planBulkRequests } from '../../../aggregator/sinks/elasticsearch.js';
+import { compileIndexName, elasticsearchSinkOptionsSchema, indexNameProblems, sanitizeIndexValue } from '../../../aggregator/sinks/elasticsearch-options.js';
 import { Field, KubernetesField, LogField } from '../../../shared/record.js';
 
 function record(i: number, over: { namespace?: string; cluster?: string; timestamp?: string; message?: string } = {}): SinkRecord {
