@@ -104,16 +104,17 @@ export class SinkRunner {
       if (filter !== undefined && !filter(record.fields)) continue;
       // Batches are cut between messages only: a message's records share one offset, and a batch
       // acknowledges whole offsets.
+      const bytes = lineBytes(record);
       const newMessage = open.records.length > 0 && record.offset !== open.records[open.records.length - 1]?.offset;
-      if (newMessage && record.offset > open.firstOffset && (open.records.length + 1 > maxBatchRecords || open.bytes + lineBytes(record) > maxBatchBytes)) {
+      if (newMessage && record.offset > open.firstOffset && (open.records.length + 1 > maxBatchRecords || open.bytes + bytes > maxBatchBytes)) {
         open.endOffset = record.offset;
         this.seal(lane);
         open = { topic, partition, firstOffset: record.offset, endOffset, records: [], bytes: 0, openedAtMs: Date.now() };
         lane.open = open;
       }
       open.records.push(record);
-      open.bytes += lineBytes(record);
-      this.openBytesTotal += lineBytes(record);
+      open.bytes += bytes;
+      this.openBytesTotal += bytes;
     }
     open.endOffset = endOffset;
     if (open.records.length >= this.options.maxBatchRecords || open.bytes >= this.options.maxBatchBytes) this.seal(lane);

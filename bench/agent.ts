@@ -35,7 +35,7 @@ const CPU = process.env.BENCH_CPU ?? '1';
 const TIMEOUT_MS = 15 * 60_000;
 const OPS_PORT = 19102;
 
-/** NODE_OPTIONS and MALLOC_* of the DaemonSet: the benchmark runs what is deployed (bench/runtime.ts). */
+/** NODE_OPTIONS, MALLOC_* and UV_THREADPOOL_SIZE of the DaemonSet: the benchmark runs what is deployed (bench/runtime.ts). */
 const AGENT_ENV = deployedEnv('agent-daemonset.yaml', 'agent');
 
 function run(command: string, args: string[]): void {

@@ -6,8 +6,6 @@ import { Client, type ClientOptions } from '@elastic/elasticsearch';
 import type { ElasticsearchConnectionConfig } from './elasticsearch-connection.js';
 import { readTlsFile, resolveSecret } from './secrets.js';
 
-export { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from './elasticsearch-connection.js';
-
 export function createElasticsearchClient(config: ElasticsearchConnectionConfig, settingPath = 'elasticsearch'): Client {
   const options: ClientOptions = {
     nodes: config.nodes,

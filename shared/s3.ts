@@ -6,8 +6,6 @@ import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import type { S3ConnectionConfig } from './s3-connection.js';
 import { resolveSecret } from './secrets.js';
 
-export { s3ConnectionSchema, type S3ConnectionConfig } from './s3-connection.js';
-
 export function createS3Client(config: S3ConnectionConfig, settingPath = 's3'): S3Client {
   const options: S3ClientConfig = {
     region: config.region,

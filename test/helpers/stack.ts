@@ -12,11 +12,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../../shared/errors.js';
 import { REPO_ROOT, stackPaths, stopDaemon } from '../../scripts/stack/context.js';
 import { readEndpoints, type StackEndpoints } from '../../scripts/stack/endpoints.js';
-import { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from '../../shared/elasticsearch.js';
+import { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from '../../shared/elasticsearch-connection.js';
 import { kafkaConnectionSchema, type KafkaConnectionConfig } from '../../shared/kafka.js';
 import { kubernetesConnectionSchema, type KubernetesConnectionConfig } from '../../shared/kube.js';
 import { createLogger, type Logger, type LogLevel } from '../../shared/logger.js';
-import { s3ConnectionSchema, type S3ConnectionConfig } from '../../shared/s3.js';
+import { s3ConnectionSchema, type S3ConnectionConfig } from '../../shared/s3-connection.js';
 
 let cached: StackEndpoints | undefined;
 
