@@ -5,7 +5,7 @@
  */
 import picomatch from 'picomatch';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
-import { createKubeClients } from '../shared/kube.js';
+import { createKubeClients, loadKubeLibrary } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
 import { ShutdownCoordinator } from '../shared/shutdown.js';
@@ -45,6 +45,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
   let annotation: (podUid: string, key: string) => string | undefined;
   let metadataSynced: () => boolean = () => false;
   if (config.kubernetes.enabled) {
+    await loadKubeLibrary();
     podStore = new PodMetadataStore(createKubeClients(config.kubernetes), {
       nodeName: config.nodeName,
       cluster: config.cluster,

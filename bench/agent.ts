@@ -1,8 +1,9 @@
 /**
  * `npm run bench:agent`: how fast the real agent ships CRI logs to the real Kafka, on one core.
  *
- * Writes LINES whole CRI lines of LINE_BYTES bytes across FILES files of several pods and namespaces,
- * starts the compiled agent pinned to one CPU (taskset) with the DaemonSet's runtime settings
+ * Creates one pod per file in the stack's API server (FILES pods in 5 namespaces, on the agent's node),
+ * writes LINES whole CRI lines of LINE_BYTES bytes into their log files, starts the agent as the image
+ * ships it (the bundle of scripts/bundle.ts, Kubernetes enrichment on) pinned to one CPU (taskset) with the DaemonSet's runtime settings
  * (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
  * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
  * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
@@ -13,7 +14,8 @@
  * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
- * (the stack's servers move off the agent's CPU, see reserveCpu).
+ * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_KUBERNETES=0 (enrichment off:
+ * no API server, path-derived metadata).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
@@ -25,12 +27,15 @@ import { stringify } from 'yaml';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
-import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
+import { createKubeClients, type KubeClients } from '../shared/kube.js';
+import { bundleBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 3_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
 const LINE_BYTES = 170;
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
+/** Kubernetes enrichment, on as deployed; BENCH_KUBERNETES=0 runs with path-derived metadata only. */
+const ENRICH = process.env.BENCH_KUBERNETES !== '0';
 const CPU = process.env.BENCH_CPU ?? '1';
 const TIMEOUT_MS = 15 * 60_000;
 const OPS_PORT = 19102;
@@ -58,14 +63,53 @@ function reachable(hostPort: string): Promise<boolean> {
   });
 }
 
+/** A pod the logs are written for: created in the stack's API server, so the agent enriches as in a cluster. */
+interface BenchPod {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+const NAMESPACES = 5;
+const NODE_NAME = 'bench-node';
+
+/**
+ * Creates NAMESPACES namespaces and one pod per file on NODE_NAME (no kubelet runs: they stay
+ * Pending, which is all the agent's watcher needs), with labels as a Deployment gives them.
+ */
+async function createPods(kube: KubeClients, prefix: string): Promise<BenchPod[]> {
+  for (let n = 0; n < NAMESPACES; n++) {
+    await kube.core.createNamespace({ body: { metadata: { name: `${prefix}-ns-${n}`, labels: { team: `team-${n}`, 'kubernetes.io/metadata.name': `${prefix}-ns-${n}` } } } });
+  }
+  const pods: BenchPod[] = [];
+  for (let f = 0; f < FILES; f++) {
+    const namespace = `${prefix}-ns-${f % NAMESPACES}`;
+    const name = `api-${f}-7f9c6d5b8-x${f.toString(36)}`;
+    const created = await kube.core.createNamespacedPod({
+      namespace,
+      body: {
+        metadata: { name, labels: { app: 'api', 'app.kubernetes.io/name': 'api', 'pod-template-hash': '7f9c6d5b8' }, annotations: { 'kubectl.kubernetes.io/default-container': 'app' } },
+        spec: { nodeName: NODE_NAME, containers: [{ name: 'app', image: 'registry.example/api:1.0' }] },
+      },
+    });
+    pods.push({ namespace, name, uid: created.metadata?.uid ?? '' });
+  }
+  return pods;
+}
+
+/** Zero grace (nothing would confirm a graceful deletion); the namespaces stay Terminating (no controller-manager runs). */
+async function deletePods(kube: KubeClients, prefix: string, pods: readonly BenchPod[]): Promise<void> {
+  for (const pod of pods) await kube.core.deleteNamespacedPod({ name: pod.name, namespace: pod.namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
+  for (let n = 0; n < NAMESPACES; n++) await kube.core.deleteNamespace({ name: `${prefix}-ns-${n}` }).catch(() => undefined);
+}
+
 /** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
-function writeLogs(root: string): number {
+function writeLogs(root: string, pods: readonly BenchPod[]): number {
   const perFile = Math.ceil(LINES / FILES);
   let bytes = 0;
   const time = '2026-11-22T04:17:19.123456789Z';
-  for (let f = 0; f < FILES; f++) {
-    const ns = `bench-ns-${f % 5}`;
-    const dir = join(root, `${ns}_pod-${f}_${String(f).padStart(8, '0')}-0000-4000-8000-000000000000`, 'app');
+  for (const [f, pod] of pods.entries()) {
+    const dir = join(root, `${pod.namespace}_${pod.name}_${pod.uid}`, 'app');
     mkdirSync(dir, { recursive: true });
     const fd = openSync(join(dir, '0.log'), 'w');
     const chunk: string[] = [];
@@ -88,26 +132,31 @@ function writeLogs(root: string): number {
 async function main(): Promise<void> {
   // Kafka is shared: bring it up only when it does not answer already.
   if (!(await reachable(readEndpoints().kafka.brokers[0] ?? ''))) run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kafka']);
+  if (ENRICH && !(await reachable(new URL(readEndpoints().kubernetes.server).host))) run(process.execPath, ['--import', 'tsx', 'scripts/stack/cli.ts', 'up', 'kubernetes']);
   const endpoints = readEndpoints();
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-agent-'));
-  buildBinary(work, 'agent');
+  const binary = await bundleBinary(work, 'agent');
+  const prefix = `bench-agent-${Date.now().toString(36)}`;
+  const kube = ENRICH ? createKubeClients({ kubeconfig: endpoints.kubernetes.kubeconfig }) : undefined;
+  const pods = kube
+    ? await createPods(kube, prefix)
+    : Array.from({ length: FILES }, (_, f) => ({ namespace: `${prefix}-ns-${f % NAMESPACES}`, name: `api-${f}`, uid: `${String(f).padStart(8, '0')}-0000-4000-8000-000000000000` }));
   const root = join(work, 'pods');
   const t0 = Date.now();
-  const bytes = writeLogs(root);
+  const bytes = writeLogs(root, pods);
   const lines = Math.ceil(LINES / FILES) * FILES;
   process.stderr.write(`bench: wrote ${lines} lines (${(bytes / 1e6).toFixed(0)} MB) in ${FILES} files in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
 
-  const prefix = `bench-agent-${Date.now().toString(36)}`;
   const configFile = join(work, 'agent.yaml');
   writeFileSync(
     configFile,
     stringify({
       cluster: 'bench',
-      nodeName: 'bench-node',
+      nodeName: NODE_NAME,
       logLevel: 'warn',
       ops: { host: '127.0.0.1', port: OPS_PORT },
       files: { root },
-      kubernetes: { enabled: false },
+      kubernetes: ENRICH ? { enabled: true, kubeconfig: endpoints.kubernetes.kubeconfig } : { enabled: false },
       kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}`, ...(JSON.parse(process.env.BENCH_KAFKA ?? '{}') as object) },
       checkpoints: { dir: join(work, 'state') },
     }),
@@ -117,7 +166,7 @@ async function main(): Promise<void> {
   if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   const releaseCpu = reserveCpu(CPU, (message) => process.stderr.write(`bench: ${message}\n`));
-  const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, join(REPO_ROOT, 'dist', 'agent', 'main.js'), '--config', configFile], {
+  const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, binary, '--config', configFile], {
     stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
     env: { ...process.env, ...AGENT_ENV.env, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
@@ -131,7 +180,7 @@ async function main(): Promise<void> {
   let serversBusy: Record<string, number>;
   let busy: ProcStat;
   let idle: ProcStat;
-  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number;
+  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number, metadataHits: number;
   try {
     const deadline = Date.now() + TIMEOUT_MS;
     while (Date.now() < deadline && child.exitCode === null) {
@@ -159,19 +208,22 @@ async function main(): Promise<void> {
     serversBusy = serverCpuSeconds();
     await sleep(IDLE_MS);
     idle = procStat(pid);
-    [heapTotal, heapUsed, external, backpressure, messages] = await Promise.all([
+    [heapTotal, heapUsed, external, backpressure, messages, metadataHits] = await Promise.all([
       fetchMetricSum(url, 'nodejs_heap_size_total_bytes'),
       fetchMetricSum(url, 'nodejs_heap_size_used_bytes'),
       fetchMetricSum(url, 'nodejs_external_memory_bytes'),
       fetchMetricSum(url, 'logship_agent_backpressure_seconds_total'),
       fetchMetricSum(url, 'logship_agent_kafka_messages_acked_total'),
+      fetchMetricSum(url, 'logship_agent_metadata_lookups_total', { result: 'hit' }),
     ]);
   } finally {
     releaseCpu();
     child.kill('SIGTERM');
     await exited;
     rmSync(work, { recursive: true, force: true });
+    if (kube) await deletePods(kube, prefix, pods);
   }
+  if (ENRICH && metadataHits !== lines) process.stderr.write(`bench: WARNING: ${metadataHits} of ${lines} lines enriched from the pod watcher\n`);
 
   const seconds = (doneAt - readyAt) / 1000;
   const cpuSeconds = busy.cpuSeconds - atReady.cpuSeconds;
@@ -189,6 +241,9 @@ async function main(): Promise<void> {
     main_thread_cpu_seconds: round(busy.mainThreadCpuSeconds - atReady.mainThreadCpuSeconds),
     backpressure_seconds: round(backpressure),
     kafka_messages: messages,
+    // Lines whose metadata came from the pod watcher (the pods exist in the stack's API server), as in a cluster.
+    metadata_hits: metadataHits,
+    kubernetes_enrichment: ENRICH,
     run_queue_wait_seconds: round(busy.runQueueSeconds - atReady.runQueueSeconds),
     // What the stack's servers (Kafka above all) used of the machine's two cores meanwhile.
     server_cpu_seconds: serverCpuDelta(serversAtReady, serversBusy),

@@ -49,7 +49,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { buildBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
+import { bundleBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
@@ -99,6 +99,8 @@ const PLAIN_BULK_TIMEOUT_MS = 120_000;
 /** Bulk requests in flight in the plain loop: the runner's partitions in flight × the sink's requests per batch. */
 const PLAIN_BULK_CONCURRENCY = Number(process.env.BENCH_BULK_CONCURRENCY ?? ES_RUNNER_CONCURRENCY * ES_SINK_CONCURRENCY);
 const S3_BATCH_MAX_AGE_MS = 5_000;
+/** The bundled aggregator as the image ships it (bundleBinary), set once main() built it. */
+let aggregatorBinary = '';
 
 // ---- the records ----------------------------------------------------------------------------------
 
@@ -176,6 +178,10 @@ function merge(base: Record<string, unknown>, extra: Record<string, unknown>): R
 
 function round(n: number): number {
   return Math.round(n * 100) / 100;
+}
+
+function roundValues(values: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(values).map(([key, n]) => [key, round(n)]));
 }
 
 function log(message: string): void {
@@ -300,6 +306,8 @@ interface DrainResult {
   /** CPU seconds from /readyz on (start-up excluded). */
   cpuSecondsAfterReady: number;
   mainThreadCpuSeconds: number;
+  /** CPU seconds per thread name over the whole run (the main thread, libuv's pool, V8's helpers). */
+  threadCpuSeconds: Record<string, number>;
   runQueueSeconds: number;
   /** CPU seconds of the stack's servers (Kafka, and Elasticsearch or MinIO) over the drain. */
   serverCpuSeconds: Record<string, number>;
@@ -337,7 +345,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
   const out = openSync(logFile, 'w');
   const startedAt = performance.now();
   const serversAtStart = serverCpuSeconds();
-  const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, join(REPO_ROOT, 'dist', 'aggregator', 'main.js'), '--config', configFile], {
+  const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, aggregatorBinary, '--config', configFile], {
     stdio: ['ignore', out, out],
     cwd: REPO_ROOT,
     env: { ...process.env, ...AGGREGATOR_ENV.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
@@ -414,6 +422,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
       readySeconds: readyAt === 0 ? Number.NaN : (readyAt - startedAt) / 1000,
       cpuSecondsAfterReady: stat.cpuSeconds - cpuAtReady,
       mainThreadCpuSeconds: stat.mainThreadCpuSeconds,
+      threadCpuSeconds: roundValues(stat.threadCpuSeconds),
       runQueueSeconds: stat.runQueueSeconds,
       serverCpuSeconds: servers,
       peakRssBytes: stat.hwmBytes,
@@ -648,7 +657,7 @@ async function main(): Promise<void> {
     log('`stack up` failed; going on with the servers that run (see above)');
   }
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-aggregator-'));
-  buildBinary(work, 'aggregator');
+  aggregatorBinary = await bundleBinary(work, 'aggregator');
   const name = uniqueName('bench-agg');
   const topicPrefix = REUSE_TOPICS ?? name;
   const s3Prefix = name;
@@ -702,6 +711,7 @@ async function main(): Promise<void> {
         // What one core would do if the aggregator had it to itself (the machine is shared; see run_queue_wait).
         s3_records_per_cpu_second: Math.round(r.records / r.cpuSecondsAfterReady),
         s3_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
+        s3_thread_cpu_seconds: r.threadCpuSeconds,
         s3_run_queue_wait_seconds: round(r.runQueueSeconds),
         s3_server_cpu_seconds: r.serverCpuSeconds,
         s3_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
@@ -765,6 +775,7 @@ async function main(): Promise<void> {
         es_ready_seconds: round(r.readySeconds),
         es_cpu_s_per_million_records: round(r.cpuSecondsAfterReady / (r.records / 1e6)),
         es_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
+        es_thread_cpu_seconds: r.threadCpuSeconds,
         es_run_queue_wait_seconds: round(r.runQueueSeconds),
         es_server_cpu_seconds: r.serverCpuSeconds,
         es_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),

@@ -1,5 +1,5 @@
 /**
- * What both benchmarks share: building one binary (buildBinary), running it with its deployed settings
+ * What both benchmarks share: bundling the binaries as the images ship them (bundleBinary), running it with its deployed settings
  * (deployedEnv), optionally on a core of its own (reserveCpu), and reading its CPU and memory (procStat).
  *
  * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS`, `MALLOC_*` and `UV_THREADPOOL_SIZE` entries of
@@ -8,10 +8,11 @@
  * replace them for experiments ('' for none); `asDeployed` says whether anything was replaced.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { bundleBinaries } from '../scripts/bundle.js';
 import { REPO_ROOT, runningPid, stackPaths } from '../scripts/stack/context.js';
 
 export interface DeployedEnv {
@@ -122,18 +123,11 @@ function statCpuSeconds(statFile: string, children = false): number {
   return ticks / 100;
 }
 
-/** Compiles one binary's folder (and shared/) into dist/ as `npm run build` does, without the others. */
-export function buildBinary(work: string, folder: 'agent' | 'aggregator'): void {
-  const tsconfig = join(work, `tsconfig.${folder}.json`);
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({
-      extends: join(REPO_ROOT, 'tsconfig.build.json'),
-      compilerOptions: { typeRoots: [join(REPO_ROOT, 'node_modules', '@types')] },
-      include: [join(REPO_ROOT, folder), join(REPO_ROOT, 'shared')],
-    }),
-  );
-  execFileSync('npx', ['tsc', '-p', tsconfig], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+/** Bundles both binaries into `<work>/bundle` as the images ship them (scripts/bundle.ts); returns the path of `binary`'s entry. */
+export async function bundleBinary(work: string, binary: 'agent' | 'aggregator'): Promise<string> {
+  const outdir = join(work, 'bundle');
+  await bundleBinaries(outdir);
+  return join(outdir, `${binary}.mjs`);
 }
 
 /** What /proc says of a benchmarked process: CPU (all threads, the main thread, per thread), waiting for the core, memory. */

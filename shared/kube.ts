@@ -2,10 +2,12 @@
  * The project's one entry to the Kubernetes API client: where credentials come from (in-cluster
  * service account, or a kubeconfig file) and the typed APIs the project uses.
  *
- * The client library is loaded on first use, not when this module is imported: it pulls in every
- * generated API and model of Kubernetes (about 70 MiB of resident memory, 1–2 s of start-up), which
- * a process that never talks to the API server (the agent with enrichment off, the config tools)
- * should not pay for. Node >= 20.19 `require`s the library's ES modules synchronously.
+ * The client library is loaded on first use, not when this module is imported: unbundled it pulls in
+ * every generated API and model of Kubernetes (about 70 MiB of resident memory, 1–2 s of start-up),
+ * which a process that never talks to the API server (the agent with enrichment off, the config
+ * tools) should not pay for. The binaries call `loadKubeLibrary()` first: in their bundles that loads
+ * only the parts shared/kube-library.ts names (about 15 MiB). Elsewhere (tests, tools) the whole
+ * library is `require`d synchronously (Node >= 20.19 `require`s ES modules).
  */
 import { createRequire } from 'node:module';
 import type * as KubernetesClient from '@kubernetes/client-node';
@@ -32,10 +34,18 @@ export interface KubeClients {
   withSignal: (signal: AbortSignal) => ConfigurationOptions;
 }
 
-const require = createRequire(import.meta.url);
+type KubeLibrary = Pick<typeof KubernetesClient, 'CoreV1Api' | 'KubeConfig' | 'Observable' | 'Watch'>;
 
-function loadClient(): typeof KubernetesClient {
-  return require('@kubernetes/client-node') as typeof KubernetesClient;
+let library: KubeLibrary | undefined;
+
+/** Loads the client library's parts the project uses (a chunk of its own in the bundled binaries). */
+export async function loadKubeLibrary(): Promise<void> {
+  library ??= await import('./kube-library.js');
+}
+
+function loadClient(): KubeLibrary {
+  library ??= createRequire(import.meta.url)('@kubernetes/client-node') as KubeLibrary;
+  return library;
 }
 
 export function createKubeClients(config: KubernetesConnectionConfig): KubeClients {

@@ -188,7 +188,7 @@ export interface BuiltProcess {
  * that file permissions apply as in the pod.
  */
 export function startBuiltBinary(appDir: string, binary: 'agent' | 'aggregator', configFile: string, env: Record<string, string>, runAs?: RunAs): BuiltProcess {
-  const node = [process.execPath, join(appDir, 'dist', binary, 'main.js'), '--config', configFile];
+  const node = [process.execPath, join(appDir, `${binary}.mjs`), '--config', configFile];
   const command = runAs === undefined ? node : ['setpriv', `--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, `--groups=${runAs.groups.join(',')}`, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', ...node];
   const [file, ...args] = command as [string, ...string[]];
   const child = spawn(file, args, { cwd: appDir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -215,19 +215,3 @@ export function startBuiltBinary(appDir: string, binary: 'agent' | 'aggregator',
   };
 }
 
-/**
- * The production part of a package.json and its lock: what `npm ci --omit=dev` installs (every
- * package the lock does not flag `dev`), as a self-consistent pair.
- */
-export function productionManifests(packageJson: Record<string, unknown>, lock: { packages: Record<string, Record<string, unknown>> } & Record<string, unknown>): { packageJson: Record<string, unknown>; lock: Record<string, unknown> } {
-  const { devDependencies: _devDependencies, ...pkg } = packageJson;
-  const packages: Record<string, Record<string, unknown>> = {};
-  for (const [path, entry] of Object.entries(lock.packages)) {
-    if (entry.dev === true) continue;
-    if (path === '') {
-      const { devDependencies: _rootDev, ...root } = entry;
-      packages[path] = root;
-    } else packages[path] = entry;
-  }
-  return { packageJson: pkg, lock: { ...lock, packages } };
-}

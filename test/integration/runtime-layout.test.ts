@@ -1,29 +1,37 @@
 /**
- * The image layout without Docker: the Dockerfile's runtime stage is dist/ plus the production
- * dependencies installed from the lock into a clean folder. This test builds that folder, checks that
- * nothing of the dev dependencies is in it or imported by dist/, then starts both binaries from it
- * the way their pods start them (the uid, gid and groups of the manifests' securityContext, every
+ * The image layout without Docker: the Dockerfile's runtime stage is the bundle of scripts/bundle.ts
+ * and nothing else (no node_modules). This test bundles into a clean folder, checks that the bundle
+ * needs nothing but Node's built-in modules and its own files, then starts both binaries from it the
+ * way their pods start them (the uid, gid and groups of the manifests' securityContext, every
  * capability dropped, no_new_privs) against the stack, and watches them work: the agent reads a log
- * file that is root:root 0640 as a container runtime writes it, the aggregator writes to S3 and
- * Elasticsearch.
+ * file that is root:root 0640 as a container runtime writes it and enriches its lines from the API
+ * server, the aggregator writes to S3 and Elasticsearch.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { V1DaemonSet, V1Deployment, V1PodSecurityContext } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import { REPO_ROOT } from '../../scripts/stack/context.js';
 import { cri, metricValue, RecordCollector } from '../helpers/agent.js';
 import { countDocuments, deleteIndices, deleteS3Prefix, logRecord, readS3Objects, RecordProducer, testS3Client } from '../helpers/aggregator.js';
-import { findObject, K8S_DIR, kustomize, productionManifests, run, startBuiltBinary, type BuiltProcess, type RunAs } from '../helpers/deploy.js';
+import type { Metafile } from 'esbuild';
+import { bundleBinaries } from '../../scripts/bundle.js';
+import { findObject, K8S_DIR, kustomize, startBuiltBinary, type BuiltProcess, type RunAs } from '../helpers/deploy.js';
 import { createElasticsearchClient } from '../../shared/elasticsearch.js';
 import { elasticsearchConfig, stack, uniqueName, waitFor } from '../helpers/stack.js';
 
 const IS_ROOT = process.getuid?.() === 0;
-const PACKAGE = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+
+/**
+ * Packages libraries only try to load, inside try/catch, falling back to their own JavaScript when
+ * absent (as they are from the images, and were from `npm ci --omit=dev` before the bundle): node-fetch's
+ * `encoding` (charset conversion it never needs here), ws's native `bufferutil` and `utf-8-validate`.
+ */
+const OPTIONAL_REQUIRES = new Set(['encoding', 'bufferutil', 'utf-8-validate']);
 
 /** What the pod's securityContext makes of the process: runAsUser, runAsGroup, and supplementalGroups plus fsGroup. */
 function runAsOf(context: V1PodSecurityContext | undefined): RunAs {
@@ -39,17 +47,6 @@ function filesUnder(dir: string): string[] {
     .map((e) => relative(dir, join(e.parentPath, e.name)));
 }
 
-/** Module specifiers of static imports, re-exports, dynamic imports and require() calls. */
-function importsOf(source: string): string[] {
-  const patterns = [/^\s*(?:import|export)\b[^'"]*?\bfrom\s*['"]([^'"]+)['"]/gm, /^\s*import\s*['"]([^'"]+)['"]/gm, /\bimport\(\s*['"]([^'"]+)['"]\s*\)/g, /\brequire\(\s*['"]([^'"]+)['"]\s*\)/g];
-  return patterns.flatMap((p) => [...source.matchAll(p)].map((m) => m[1] ?? ''));
-}
-
-function packageName(specifier: string): string {
-  const parts = specifier.split('/');
-  return specifier.startsWith('@') ? `${parts[0] ?? ''}/${parts[1] ?? ''}` : (parts[0] ?? '');
-}
-
 /** The env of a container of the rendered manifests that a test can pass on as it is (plain values). */
 function plainEnv(workload: V1DaemonSet | V1Deployment): Record<string, string> {
   const env: Record<string, string> = {};
@@ -57,9 +54,10 @@ function plainEnv(workload: V1DaemonSet | V1Deployment): Record<string, string> 
   return env;
 }
 
-describe('runtime layout: dist/ and production dependencies only, started as the pods start them', () => {
+describe('runtime layout: the bundle alone, started as the pods start them', () => {
   const work = mkdtempSync(join(tmpdir(), 'logship-runtime-'));
   const app = join(work, 'app');
+  let metafile: Metafile;
   let daemonSet: V1DaemonSet;
   let deployment: V1Deployment;
   const cleanups: (() => void | Promise<void>)[] = [() => rmSync(work, { recursive: true, force: true })];
@@ -68,29 +66,9 @@ describe('runtime layout: dist/ and production dependencies only, started as the
     // The folder is read by other users below (the binaries run as the pods' uid).
     chmodSync(work, 0o755);
     mkdirSync(app, { mode: 0o755 });
-    // Compile as `npm run build` does (tsconfig.build.json), into the clean folder rather than the
-    // work tree's dist/, which benchmarks and other runs use.
-    const tsc = await run(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json', '--outDir', join(app, 'dist')], { timeoutMs: 300_000 });
-    assert.equal(tsc.code, 0, `tsc failed:\n${tsc.stdout}${tsc.stderr}`);
-    copyFileSync(join(REPO_ROOT, 'package.json'), join(app, 'package.json'));
-    copyFileSync(join(REPO_ROOT, 'package-lock.json'), join(app, 'package-lock.json'));
-    const npm = ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'];
-    let install = await run('npm', npm, { cwd: app, timeoutMs: 300_000 });
-    if (install.code !== 0 && /Missing: .* from lock file/.test(install.stderr)) {
-      // npm 11 checks the whole lock, dev part included, against what the registry serves: platform
-      // packages of a dev dependency it cannot fetch fail `npm ci` though --omit=dev would never
-      // install them. Install the lock's production part instead: the same packages at the same
-      // versions and integrity.
-      const production = productionManifests(
-        JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')) as Record<string, unknown>,
-        JSON.parse(readFileSync(join(app, 'package-lock.json'), 'utf8')) as { packages: Record<string, Record<string, unknown>> },
-      );
-      writeFileSync(join(app, 'package.json'), JSON.stringify(production.packageJson, null, 2));
-      writeFileSync(join(app, 'package-lock.json'), JSON.stringify(production.lock, null, 2));
-      process.stderr.write(`runtime-layout: npm ci --omit=dev refused the lock (${[...install.stderr.matchAll(/Missing: (\S+) from lock file/g)].map((m) => m[1] ?? '').join(', ')}); installing its production part\n`);
-      install = await run('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app, timeoutMs: 300_000 });
-    }
-    assert.equal(install.code, 0, `npm ci failed:\n${install.stdout}${install.stderr}`);
+    // Bundled as `npm run build` does, into the clean folder rather than the work tree's dist/.
+    metafile = await bundleBinaries(app);
+    chmodSync(app, 0o755);
     const rendered = await kustomize(join(K8S_DIR, 'base'));
     daemonSet = findObject(rendered, 'DaemonSet');
     deployment = findObject(rendered, 'Deployment');
@@ -100,36 +78,27 @@ describe('runtime layout: dist/ and production dependencies only, started as the
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  it('holds the compiled binaries and production dependencies, no dev dependency, and dist/ imports nothing else', (t) => {
-    const dist = join(app, 'dist');
-    assert.deepEqual(readdirSync(dist).sort(), ['agent', 'aggregator', 'shared'], 'dist/ holds the binaries\' code only (no test, bench or scripts)');
-    for (const binary of ['agent', 'aggregator']) assert.ok(existsSync(join(dist, binary, 'main.js')), `dist/${binary}/main.js`);
-    for (const name of Object.keys(PACKAGE.dependencies)) assert.ok(existsSync(join(app, 'node_modules', name, 'package.json')), `production dependency ${name} installed`);
-    // Every package the lock holds for the dev dependencies alone (tsx, typescript, eslint, duckdb…) is absent.
-    const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
-    const devOnly = Object.entries(lock.packages).filter(([path, entry]) => path !== '' && entry.dev === true).map(([path]) => path);
-    for (const path of devOnly) assert.equal(existsSync(join(app, path)), false, `${path} (dev only) not installed`);
-    for (const name of ['tsx', 'typescript', 'eslint']) assert.ok(devOnly.includes(`node_modules/${name}`), `${name} is dev only`);
-
+  it('holds the two bundled binaries and their chunks, which need nothing but Node\'s built-in modules', (t) => {
+    const files = filesUnder(app);
+    for (const binary of ['agent', 'aggregator']) assert.ok(files.includes(`${binary}.mjs`), `${binary}.mjs`);
+    assert.ok(!files.some((f) => f.startsWith('node_modules')), 'no node_modules');
+    const modules = files.filter((f) => f.endsWith('.mjs'));
+    // What esbuild left as imports: every library is inside the bundle, so only Node's own modules and the bundle's chunks remain.
     const builtins = new Set(builtinModules);
-    const files = filesUnder(dist).filter((f) => f.endsWith('.js'));
-    const external = new Set<string>();
-    for (const file of files) {
-      for (const specifier of importsOf(readFileSync(join(dist, file), 'utf8'))) {
-        if (specifier.startsWith('.')) {
-          const target = resolve(dist, dirname(file), specifier);
-          assert.ok(target.startsWith(`${dist}/`) && existsSync(target), `${file} imports ${specifier}, which is not in dist/`);
-        } else if (specifier.startsWith('node:') || builtins.has(specifier)) {
-          continue;
-        } else {
-          external.add(packageName(specifier));
-        }
+    for (const [output, { imports }] of Object.entries(metafile.outputs)) {
+      for (const { path, external, kind } of imports) {
+        if (external && OPTIONAL_REQUIRES.has(path)) assert.equal(kind, 'require-call', `${output}: ${path} is only ever tried`);
+        else if (external) assert.ok(path.startsWith('node:') || builtins.has(path), `${output} imports ${path}, which is not a built-in module`);
+        else assert.ok(existsSync(resolve(REPO_ROOT, path)), `${output} imports ${path}, which is not in the bundle`);
       }
     }
-    for (const name of external) assert.ok(name in PACKAGE.dependencies, `dist/ imports ${name}, which is not a production dependency`);
-    const modules = readdirSync(join(app, 'node_modules')).filter((n) => !n.startsWith('.')).length;
-    const bytes = filesUnder(join(app, 'node_modules')).reduce((sum, f) => sum + statSync(join(app, 'node_modules', f)).size, 0);
-    t.diagnostic(`dist: ${files.length} modules importing ${[...external].sort().join(', ')}; node_modules: ${modules} top-level entries, ${(bytes / 2 ** 20).toFixed(0)} MiB; ${devOnly.length} dev-only packages absent`);
+    // The Kubernetes client is a chunk of its own, loaded by the agent only, and holds the parts the agent names.
+    const kubeChunk = modules.find((f) => f.startsWith('chunks/kube-library'));
+    assert.ok(kubeChunk, 'a chunk for the Kubernetes client');
+    const kubeBytes = statSync(join(app, kubeChunk)).size;
+    assert.ok(kubeBytes < 4 * 2 ** 20, `the Kubernetes client chunk is ${kubeBytes} bytes: the library's unused APIs were left out`);
+    const bytes = modules.reduce((sum, f) => sum + statSync(join(app, f)).size, 0);
+    t.diagnostic(`bundle: ${modules.length} modules, ${(bytes / 2 ** 20).toFixed(1)} MiB; Kubernetes client chunk ${(kubeBytes / 2 ** 20).toFixed(1)} MiB`);
   });
 
   it('matches the Dockerfile: pinned Node 22 LTS base, production-only runtime stage, numeric non-root users', () => {
@@ -141,14 +110,15 @@ describe('runtime layout: dist/ and production dependencies only, started as the
       assert.ok(found, `stage ${name}`);
       return found;
     };
-    assert.match(stage('runtime'), /npm ci --omit=dev/);
-    assert.deepEqual([...stage('runtime').matchAll(/^COPY --from=(\S+) (\S+)/gm)].map((m) => `${m[1] ?? ''} ${m[2] ?? ''}`), ['build /src/dist'], 'only dist/ comes from the build stage');
+    assert.doesNotMatch(stage('runtime'), /npm (ci|install)/, 'the runtime stage installs no packages');
+    assert.deepEqual([...stage('runtime').matchAll(/^COPY (?:--from=(\S+) )?(\S+)/gm)].map((m) => `${m[1] ?? ''} ${m[2] ?? ''}`), ['build /src/dist/bundle'], 'only the bundle goes into the runtime stage');
+    assert.match(stage('build'), /^RUN npm run build$/m, 'the build stage bundles with the project\'s own build script');
     for (const [target, workload] of [['agent', daemonSet], ['aggregator', deployment]] as const) {
       const user = /^USER (\d+):(\d+)$/m.exec(stage(target));
       assert.ok(user, `${target}: a numeric USER`);
       assert.notEqual(user[1], '0', `${target}: not root`);
       assert.equal(Number(user[1]), workload.spec?.template.spec?.securityContext?.runAsUser, `${target}: the image's user is the pod's`);
-      assert.match(stage(target), new RegExp(`^ENTRYPOINT \\["node", "/app/dist/${target}/main.js"\\]`, 'm'));
+      assert.match(stage(target), new RegExp(`^ENTRYPOINT \\["node", "/app/${target}.mjs"\\]`, 'm'));
     }
     const ignored = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
     assert.equal(ignored[0], '*', '.dockerignore starts by excluding everything');
