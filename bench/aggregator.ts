@@ -99,8 +99,6 @@ const PLAIN_BULK_TIMEOUT_MS = 120_000;
 /** Bulk requests in flight in the plain loop: the runner's partitions in flight × the sink's requests per batch. */
 const PLAIN_BULK_CONCURRENCY = Number(process.env.BENCH_BULK_CONCURRENCY ?? ES_RUNNER_CONCURRENCY * ES_SINK_CONCURRENCY);
 const S3_BATCH_MAX_AGE_MS = 5_000;
-/** The bundled aggregator as the image ships it (bundleBinary), set once main() built it. */
-let aggregatorBinary = '';
 
 // ---- the records ----------------------------------------------------------------------------------
 
@@ -324,7 +322,8 @@ function recordsIn(plan: Backlog, offsets: ReadonlyMap<string, number>): number 
   return total;
 }
 
-async function drain(name: string, admin: Admin, work: string, groupId: string, plan: Backlog, sink: Record<string, unknown>): Promise<DrainResult> {
+/** Drains `plan` with the bundled aggregator at `binary` (bundleBinary) and one sink. */
+async function drain(name: string, binary: string, admin: Admin, work: string, groupId: string, plan: Backlog, sink: Record<string, unknown>): Promise<DrainResult> {
   const port = await freePort();
   const deadLetterTopic = `${groupId}.deadletter`;
   const config = merge(
@@ -345,7 +344,7 @@ async function drain(name: string, admin: Admin, work: string, groupId: string, 
   const out = openSync(logFile, 'w');
   const startedAt = performance.now();
   const serversAtStart = serverCpuSeconds();
-  const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, aggregatorBinary, '--config', configFile], {
+  const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, binary, '--config', configFile], {
     stdio: ['ignore', out, out],
     cwd: REPO_ROOT,
     env: { ...process.env, ...AGGREGATOR_ENV.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
@@ -657,7 +656,7 @@ async function main(): Promise<void> {
     log('`stack up` failed; going on with the servers that run (see above)');
   }
   const work = mkdtempSync(join(tmpdir(), 'logship-bench-aggregator-'));
-  aggregatorBinary = await bundleBinary(work, 'aggregator');
+  const binary = await bundleBinary(work, 'aggregator');
   const name = uniqueName('bench-agg');
   const topicPrefix = REUSE_TOPICS ?? name;
   const s3Prefix = name;
@@ -693,7 +692,7 @@ async function main(): Promise<void> {
         },
         EXTRA_S3_SINK,
       );
-      const r = await drain('s3', admin, work, `${name}-s3`, main, sink);
+      const r = await drain('s3', binary, admin, work, `${name}-s3`, main, sink);
       peaks.push(r.peakRssBytes);
       const t0 = performance.now();
       const written = await countS3Lines(s3Client, s3.bucket, s3Prefix);
@@ -759,7 +758,7 @@ async function main(): Promise<void> {
         },
         EXTRA_ES_SINK,
       );
-      const r = await drain('es', admin, work, `${name}-es`, esBacklog, sink);
+      const r = await drain('es', binary, admin, work, `${name}-es`, esBacklog, sink);
       peaks.push(r.peakRssBytes);
       if (PROFILE_DIR !== undefined) summarizeProfiles(join(PROFILE_DIR, 'es'));
       const documents = await countDocuments(es, `${esPrefix}-*`);

@@ -10,7 +10,6 @@
  * library is `require`d synchronously (Node >= 20.19 `require`s ES modules).
  */
 import { createRequire } from 'node:module';
-import type * as KubernetesClient from '@kubernetes/client-node';
 import type { ConfigurationOptions, CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
 import { z } from 'zod';
 
@@ -34,7 +33,7 @@ export interface KubeClients {
   withSignal: (signal: AbortSignal) => ConfigurationOptions;
 }
 
-type KubeLibrary = Pick<typeof KubernetesClient, 'CoreV1Api' | 'KubeConfig' | 'Observable' | 'Watch'>;
+type KubeLibrary = typeof import('./kube-library.js');
 
 let library: KubeLibrary | undefined;
 

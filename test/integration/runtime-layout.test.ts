@@ -65,8 +65,7 @@ describe('runtime layout: the bundle alone, started as the pods start them', () 
   before(async () => {
     // The folder is read by other users below (the binaries run as the pods' uid).
     chmodSync(work, 0o755);
-    mkdirSync(app, { mode: 0o755 });
-    // Bundled as `npm run build` does, into the clean folder rather than the work tree's dist/.
+    // Bundled as `npm run build` does, into the clean folder (created by the bundler) rather than the work tree's dist/.
     metafile = await bundleBinaries(app);
     chmodSync(app, 0o755);
     const rendered = await kustomize(join(K8S_DIR, 'base'));
