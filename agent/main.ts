@@ -2,11 +2,16 @@
 /** `logship-agent --config <file>`: tails this node's pod logs into Kafka. */
 import { parseCli } from '../shared/cli.js';
 import { describeError } from '../shared/errors.js';
+import { setHeapGrowingPercent } from '../shared/heap-growth.js';
 import { createLogger } from '../shared/logger.js';
 import { ShutdownCoordinator } from '../shared/shutdown.js';
 import { agentConfigSchema } from './config.js';
 import { startAgent } from './pipeline.js';
 
+/** Old generation limit at 4x the live heap: see shared/heap-growth.ts (measured in bench/agent.ts). */
+const HEAP_GROWING_PERCENT = 300;
+
+setHeapGrowingPercent(HEAP_GROWING_PERCENT);
 const outcome = parseCli({ binary: 'logship-agent', schema: agentConfigSchema });
 if (outcome.kind === 'exit') {
   process.exitCode = outcome.code;
