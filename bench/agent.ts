@@ -14,7 +14,7 @@
  * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
- * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_KUBERNETES=0 (enrichment off:
+ * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_ENV (see bench/runtime.ts), BENCH_KUBERNETES=0 (enrichment off:
  * no API server, path-derived metadata).
  */
 import { execFileSync, spawn } from 'node:child_process';

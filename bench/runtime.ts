@@ -5,7 +5,8 @@
  * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS`, `MALLOC_*` and `UV_THREADPOOL_SIZE` entries of
  * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/dist/<binary>/main.js`),
  * so that a benchmark measures what runs in the cluster. BENCH_NODE_OPTIONS, BENCH_MALLOC_MMAP_THRESHOLD and BENCH_UV_THREADPOOL_SIZE
- * replace them for experiments ('' for none); `asDeployed` says whether anything was replaced.
+ * replace them for experiments ('' for none), BENCH_ENV (a JSON object) adds or replaces any variable
+ * (e.g. `{"LD_PRELOAD":"…/libjemalloc.so.2","MALLOC_CONF":"…"}`); `asDeployed` says whether anything was replaced.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -38,6 +39,7 @@ export function deployedEnv(manifest: string, containerName: string): DeployedEn
   if (process.env.BENCH_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS;
   if (process.env.BENCH_MALLOC_MMAP_THRESHOLD !== undefined) env.MALLOC_MMAP_THRESHOLD_ = process.env.BENCH_MALLOC_MMAP_THRESHOLD;
   if (process.env.BENCH_UV_THREADPOOL_SIZE !== undefined) env.UV_THREADPOOL_SIZE = process.env.BENCH_UV_THREADPOOL_SIZE;
+  if (process.env.BENCH_ENV) Object.assign(env, JSON.parse(process.env.BENCH_ENV) as Record<string, string>);
   return { env, asDeployed: JSON.stringify(env) === JSON.stringify(deployed) };
 }
 
