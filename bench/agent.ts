@@ -27,6 +27,7 @@ import { stringify } from 'yaml';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
+import { deleteNamespaceNow } from '../scripts/stack/namespaces.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
 import { bundleBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
 
@@ -97,10 +98,10 @@ async function createPods(kube: KubeClients, prefix: string): Promise<BenchPod[]
   return pods;
 }
 
-/** Zero grace (nothing would confirm a graceful deletion); the namespaces stay Terminating (no controller-manager runs). */
+/** Zero grace (nothing would confirm a graceful deletion); then the namespaces, finalized at once (scripts/stack/namespaces.ts). */
 async function deletePods(kube: KubeClients, prefix: string, pods: readonly BenchPod[]): Promise<void> {
   for (const pod of pods) await kube.core.deleteNamespacedPod({ name: pod.name, namespace: pod.namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
-  for (let n = 0; n < NAMESPACES; n++) await kube.core.deleteNamespace({ name: `${prefix}-ns-${n}` }).catch(() => undefined);
+  for (let n = 0; n < NAMESPACES; n++) await deleteNamespaceNow(kube.core, `${prefix}-ns-${n}`).catch(() => undefined);
 }
 
 /** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */

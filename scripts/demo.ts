@@ -48,6 +48,7 @@ import { fetchMetricSum, sumMetric } from './metrics-text.js';
 import { appendChunks, containerLogDir, criChunks, criTime, rotateLog, type CriStream } from './pod-log-writer.js';
 import { REPO_ROOT } from './stack/context.js';
 import { readEndpoints, type StackEndpoints } from './stack/endpoints.js';
+import { deleteNamespaceNow } from './stack/namespaces.js';
 
 // ---- what the demo writes ---------------------------------------------------------------------------
 
@@ -458,8 +459,7 @@ interface CreatedContainer {
 async function createKubeObjects(kube: KubeClients, names: RunNames, rnd: Random, cleanup: Cleanup): Promise<CreatedContainer[]> {
   for (const [logical, namespace] of Object.entries(names.namespaces) as [PodPlan['namespace'], string][]) {
     await kube.core.createNamespace({ body: { metadata: { name: namespace, labels: { ...NAMESPACE_LABELS[logical], 'logship.io/demo-run': names.id } } } });
-    // No controller-manager runs in the stack: a deleted namespace stays Terminating, which is harmless.
-    cleanup.add(`namespace ${namespace}`, true, () => kube.core.deleteNamespace({ name: namespace }));
+    cleanup.add(`namespace ${namespace}`, true, () => deleteNamespaceNow(kube.core, namespace));
   }
   const created: CreatedContainer[] = [];
   // Names and hashes the way a Deployment's ReplicaSet makes them.

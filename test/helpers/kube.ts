@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import type { V1Container } from '@kubernetes/client-node';
+import { deleteNamespaceNow } from '../../scripts/stack/namespaces.js';
 import { createKubeClients, type KubeClients } from '../../shared/kube.js';
 import { kubernetesConfig } from './stack.js';
 
@@ -22,12 +23,12 @@ export interface TestPod {
   annotations?: Record<string, string>;
 }
 
-/** Creates a namespace and registers its removal (it stays Terminating: no controller-manager runs). */
+/** Creates a namespace and registers its removal (after the test's pods: `t.after` runs last-registered first). */
 export async function createNamespace(t: TestContext, name: string, labels: Record<string, string>): Promise<void> {
   const kube = testKube();
   await kube.core.createNamespace({ body: { metadata: { name, labels } } });
   t.after(async () => {
-    await kube.core.deleteNamespace({ name }).catch(() => undefined);
+    await deleteNamespaceNow(kube.core, name).catch(() => undefined);
   });
 }
 

@@ -35,6 +35,7 @@ import {
   wrapKustomization,
   type KubeObject,
 } from '../helpers/deploy.js';
+import { deleteNamespaceNow } from '../../scripts/stack/namespaces.js';
 import { createNamespace, createPod, testKube } from '../helpers/kube.js';
 import { uniqueName, waitFor } from '../helpers/stack.js';
 
@@ -409,7 +410,7 @@ describe('k8s/ and rbac/ against the real API server', () => {
       assert.deepEqual(binding.subjects.map((s) => `${s.namespace}/${s.name}`), [`${namespace}/${agentAccount}`]);
       await testKube().core.createNamespace({ body: { metadata: { name: namespace } } });
       cleanups.push(async () => {
-        await testKube().core.deleteNamespace({ name: namespace }).catch(() => undefined);
+        await deleteNamespaceNow(testKube().core, namespace).catch(() => undefined);
       });
       // Cluster-scoped objects first in the clean-up list's reverse order: they are what outlives the namespace.
       cleanups.push(async () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { createKubeClients } from '../../shared/kube.js';
+import { deleteNamespaceNow } from '../../scripts/stack/namespaces.js';
 import { kubernetesConfig, uniqueName, waitFor } from '../helpers/stack.js';
 
 function pod(name: string, nodeName: string): V1Pod {
@@ -24,7 +25,7 @@ describe('Kubernetes API server (real) through shared/kube', () => {
   after(async () => {
     // No kubelet confirms deletions here, so pods bound to a node are removed with a zero grace period.
     for (const name of ['pod-a', 'pod-b']) await kube.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
-    await kube.core.deleteNamespace({ name: namespace }).catch(() => undefined);
+    await deleteNamespaceNow(kube.core, namespace).catch(() => undefined);
   });
 
   it('lists only the pods of one node with a spec.nodeName field selector, and watches one change', async () => {
