@@ -23,6 +23,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Kafka, logLevel as KafkaLogLevel } from 'kafkajs';
 import { stringify } from 'yaml';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
@@ -102,6 +103,23 @@ async function createPods(kube: KubeClients, prefix: string): Promise<BenchPod[]
 async function deletePods(kube: KubeClients, prefix: string, pods: readonly BenchPod[]): Promise<void> {
   for (const pod of pods) await kube.core.deleteNamespacedPod({ name: pod.name, namespace: pod.namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
   for (let n = 0; n < NAMESPACES; n++) await deleteNamespaceNow(kube.core, `${prefix}-ns-${n}`).catch(() => undefined);
+}
+
+/**
+ * Deletes the run's topics (`<prefix>.<namespace>`): left behind, they piled up in the stack's broker
+ * (1,307 after a day of runs, each with its partitions' log segments and indexes).
+ */
+async function deleteTopics(brokers: string[], prefix: string): Promise<void> {
+  const admin = new Kafka({ brokers, clientId: 'logship-bench', logLevel: KafkaLogLevel.NOTHING }).admin();
+  try {
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(`${prefix}.`));
+    if (topics.length > 0) await admin.deleteTopics({ topics });
+  } catch (error) {
+    process.stderr.write(`bench: deleting the topics ${prefix}.* failed: ${String(error)}\n`);
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
@@ -223,6 +241,7 @@ async function main(): Promise<void> {
     await exited;
     rmSync(work, { recursive: true, force: true });
     if (kube) await deletePods(kube, prefix, pods);
+    await deleteTopics(endpoints.kafka.brokers, prefix);
   }
   if (ENRICH && metadataHits !== lines) process.stderr.write(`bench: WARNING: ${metadataHits} of ${lines} lines enriched from the pod watcher\n`);
 
