@@ -2,8 +2,9 @@
  * Deleting a namespace in the stack's API server. No controller-manager runs there, so a deleted
  * namespace would stay Terminating for good, and every agent started later (benchmarks, tests, the
  * demo) would list it and keep its labels: 679 had piled up after a day of benchmark runs. After the
- * delete, this does the namespace controller's last step itself: it clears the `kubernetes` finalizer. Callers delete what the namespace holds first
- * (pods with a zero grace period: no kubelet confirms a deletion either).
+ * delete, this does the namespace controller's last step itself: it clears the `kubernetes` finalizer.
+ * Callers delete what the namespace holds first (pods with a zero grace period: no kubelet confirms a
+ * deletion either).
  */
 import type { CoreV1Api, V1Namespace } from '@kubernetes/client-node';
 
