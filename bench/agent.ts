@@ -3,8 +3,8 @@
  *
  * Creates one pod per file in the stack's API server (FILES pods in 5 namespaces, on the agent's node),
  * writes LINES whole CRI lines of LINE_BYTES bytes into their log files, starts the agent as the image
- * ships it (the bundle of scripts/bundle.ts, Kubernetes enrichment on) pinned to one CPU (taskset) with the DaemonSet's runtime settings
- * (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
+ * ships it (the bundle of scripts/bundle.ts, Kubernetes enrichment on) pinned to one CPU (taskset)
+ * with the DaemonSet's runtime settings (deployedEnv), and measures from the moment it is ready until Kafka acknowledged every line: lines/s,
  * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
  * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
  * processes on it), the CPU the stack's servers used meanwhile (Kafka above all; the machine has two
@@ -14,8 +14,8 @@
  * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
- * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_ENV (see bench/runtime.ts), BENCH_KUBERNETES=0 (enrichment off:
- * no API server, path-derived metadata).
+ * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_ENV (see bench/runtime.ts),
+ * BENCH_KUBERNETES=0 (enrichment off: no API server, path-derived metadata).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';

@@ -1,9 +1,10 @@
 /**
- * What both benchmarks share: bundling the binaries as the images ship them (bundleBinary), running it with its deployed settings
- * (deployedEnv), optionally on a core of its own (reserveCpu), and reading its CPU and memory (procStat).
+ * What both benchmarks share: bundling the binaries as the images ship them (bundleBinary), running one
+ * with its deployed settings (deployedEnv), optionally on a core of its own (reserveCpu), and reading its
+ * CPU and memory (procStat).
  *
  * deployedEnv: a binary's runtime settings exactly as deployed: the literal `NODE_OPTIONS`, `MALLOC_*` and `UV_THREADPOOL_SIZE` entries of
- * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/dist/<binary>/main.js`),
+ * a container's env in a k8s/base manifest (the images' ENTRYPOINT is plain `node /app/<binary>.mjs`),
  * so that a benchmark measures what runs in the cluster. BENCH_NODE_OPTIONS, BENCH_MALLOC_MMAP_THRESHOLD and BENCH_UV_THREADPOOL_SIZE
  * replace them for experiments ('' for none), BENCH_ENV (a JSON object) adds or replaces any variable
  * (e.g. `{"LD_PRELOAD":"…/libjemalloc.so.2","MALLOC_CONF":"…"}`); `asDeployed` says whether anything was replaced.
