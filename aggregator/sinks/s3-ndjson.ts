@@ -33,7 +33,7 @@ import { AbortError, describeError, ErrorCode, isRetriable, SinkError } from '..
 import type { Logger } from '../../shared/logger.js';
 import { createS3Client } from '../../shared/s3.js';
 import { Field } from '../../shared/record.js';
-import { copyLine, DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
+import { DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
 import { defaultStatePrefix, hourIndex, objectKey, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
 import type { S3SinkOptions } from './s3-options.js';
 
@@ -325,15 +325,26 @@ async function gzipNdjson(records: readonly SinkRecord[], level: number): Promis
   return Buffer.concat(compressed, bytes);
 }
 
-/** The NDJSON in slices of up to {@link NDJSON_SLICE_BYTES}; a longer line goes on its own. */
-function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
+/**
+ * The NDJSON in slices of up to {@link NDJSON_SLICE_BYTES}; a longer line goes on its own. Records that
+ * lie next to each other in one message value (its lines, `\n` between them) are copied in one go:
+ * a copy per record cost more than the bytes it moved.
+ */
+export function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
   let remaining = 0;
   for (const record of records) remaining += lineBytes(record) + 1;
   let slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
   let at = 0;
+  // The run not yet copied: `runValue[runStart, runEnd)`, whole lines with their newlines between.
+  let runValue: Buffer | undefined;
+  let runStart = 0;
+  let runEnd = 0;
   for (const record of records) {
     const size = lineBytes(record) + 1;
-    if (at + size > slice.length && at > 0) {
+    const filled = at + (runValue === undefined ? 0 : runEnd - runStart + 1);
+    if (filled + size > slice.length && filled > 0) {
+      at = copyRun(slice, at, runValue, runStart, runEnd);
+      runValue = undefined;
       yield slice.subarray(0, at);
       slice = Buffer.allocUnsafe(Math.min(NDJSON_SLICE_BYTES, remaining));
       at = 0;
@@ -344,10 +355,25 @@ function* ndjsonSlices(records: readonly SinkRecord[]): Generator<Buffer> {
       yield NEWLINE_BYTES;
       continue;
     }
-    at += copyLine(record, slice, at);
-    slice[at++] = NEWLINE;
+    if (runValue === record.value && record.start === runEnd + 1 && runValue[runEnd] === NEWLINE) {
+      runEnd = record.end;
+      continue;
+    }
+    at = copyRun(slice, at, runValue, runStart, runEnd);
+    runValue = record.value;
+    runStart = record.start;
+    runEnd = record.end;
   }
+  at = copyRun(slice, at, runValue, runStart, runEnd);
   if (at > 0) yield slice.subarray(0, at);
+}
+
+/** Copies `value[start, end)` and a newline into `slice` at `at` (nothing without a value); returns the new end. */
+function copyRun(slice: Buffer, at: number, value: Buffer | undefined, start: number, end: number): number {
+  if (value === undefined) return at;
+  at += value.copy(slice, at, start, end);
+  slice[at] = NEWLINE;
+  return at + 1;
 }
 
 function httpStatus(error: unknown): number | undefined {

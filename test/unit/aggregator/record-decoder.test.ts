@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeMessage } from '../../../aggregator/record-decoder.js';
+import { decodeMessage, parseTimestamp } from '../../../aggregator/record-decoder.js';
 import { DeadLetterReason, lineOf } from '../../../aggregator/sink.js';
 
 const options = { maxRecordBytes: 4096 };
@@ -97,3 +97,29 @@ describe('decodeMessage', () => {
     assert.ok(records.length >= 10, `${String(records.length)} valid times among the samples`);
   });
 });
+
+describe('parseTimestamp', () => {
+  it('equals Date.parse on the runtimes\' form and around it', () => {
+    const texts: string[] = [];
+    for (const year of ['0999', '1000', '1969', '2024', '2026', '9999']) {
+      for (let month = 0; month <= 13; month++) {
+        for (let day = 0; day <= 32; day++) {
+          texts.push(`${year}-${pad(month)}-${pad(day)}T04:17:19.123456789Z`);
+        }
+      }
+    }
+    for (const fraction of ['', '.', '.1', '.12', '.123', '.1234', '.999999999', '.0123456789', '.1234567890', '.00000000001', '.1x']) texts.push(`2026-11-22T04:17:19${fraction}Z`);
+    for (const time of ['00:00:00', '23:59:59', '0x:17:19', '04:x7:19', '04:17:x9', '04:17:\u00cc9', '24:00:00', '23:60:00', '23:59:60', '4:17:19', '04:17']) texts.push(`2026-11-22T${time}Z`);
+    texts.push('2026-11-22t04:17:19Z', '2026-11-22 04:17:19Z', '2026-11-22T04:17:19+09:00', '2026-11-22T04:17:19.5+00:00', '+002026-11-22T04:17:19Z', '2026-11-22', '', 'Z', 'not a time', `2026-11-22T04:17:19.${'1'.repeat(30)}Z`);
+    // Instants spread over years 1000-9999 (leap years, century rules), as ISO strings with nanoseconds.
+    for (let n = 0; n < 5_000; n++) {
+      const ms = Date.UTC(1000, 0, 1) + Math.floor(((n * 2_654_435_761) % 4_294_967_296) / 4_294_967_296 * (Date.UTC(9999, 11, 31) - Date.UTC(1000, 0, 1)));
+      texts.push(new Date(ms).toISOString().replace('Z', `${String(n % 1000).padStart(3, '0')}456Z`));
+    }
+    for (const text of texts) assert.equal(parseTimestamp(text), Date.parse(text), text);
+  });
+});
+
+function pad(n: number): string {
+  return String(n).padStart(2, '0');
+}
