@@ -121,7 +121,8 @@ export function parseTimestamp(text: string): number {
   const hour = digitsAt(text, 11, 2);
   const minute = digitsAt(text, 14, 2);
   const second = digitsAt(text, 17, 2);
-  // Days past the 28th and years below 1000 (Date.UTC maps 0-99 to 19xx) are left to Date.parse.
+  // Days past the 28th (Date.parse rolls some over into the next month and refuses others) and
+  // years below 1000 are left to Date.parse.
   const plain =
     year >= 1000 && month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour >= 0 && hour <= 23 && minute >= 0 && minute <= 59 && second >= 0 && second <= 59 &&
     text.charCodeAt(4) === 0x2d && text.charCodeAt(7) === 0x2d && text.charCodeAt(10) === 0x54 /* T */ && text.charCodeAt(13) === 0x3a && text.charCodeAt(16) === 0x3a;

@@ -345,6 +345,15 @@ function sustainedRate(progress: readonly CommitProgress[], total: number): { re
   return { recordsPerSec: ((to.records - from.records) * 1000) / (to.atMs - from.atMs), fromMs: from.atMs, toMs: to.atMs };
 }
 
+/** The progress as `<seconds>s=<records>`, the last poll of each second, to check the sustained window. */
+function bySecond(progress: readonly CommitProgress[]): string {
+  const second = (p: CommitProgress | undefined): number => Math.floor((p?.atMs ?? Number.NaN) / 1000);
+  return progress
+    .filter((p, i) => second(p) !== second(progress[i + 1]))
+    .map((p) => `${(p.atMs / 1000).toFixed(1)}s=${p.records}`)
+    .join(' ');
+}
+
 /** Records before the given offsets (committed offsets; -1 = none). */
 function recordsIn(plan: Backlog, offsets: ReadonlyMap<string, number>): number {
   let total = 0;
@@ -389,8 +398,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
   try {
     const total = plan.total;
     const deadline = Date.now() + RUN_TIMEOUT_MS;
-    let firstCommitAt = 0;
-    /** (time, records committed) at every poll that saw the count move. */
+    /** (time, records committed) at every poll that saw the count move; the first is the first commit. */
     const progress: CommitProgress[] = [];
     let readyAt = 0;
     let cpuAtReady = 0;
@@ -409,7 +417,6 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       }
       const now = performance.now();
       const done = recordsIn(plan, offsets);
-      if (firstCommitAt === 0 && done > 0) firstCommitAt = now;
       if (done !== (progress[progress.length - 1]?.records ?? 0)) progress.push({ atMs: now - startedAt, records: done });
       if (readyAt === 0 && (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false))) {
         readyAt = performance.now();
@@ -440,11 +447,11 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
     ]);
     const drainSeconds = (doneAt - startedAt) / 1000;
     const sustained = sustainedRate(progress, total);
-    log(`${name}: committed records by second: ${progress.filter((p, i) => i === progress.length - 1 || Math.floor(p.atMs / 1000) !== Math.floor((progress[i + 1]?.atMs ?? 0) / 1000)).map((p) => `${(p.atMs / 1000).toFixed(1)}s=${p.records}`).join(' ')}`);
+    log(`${name}: committed records by second: ${bySecond(progress)}`);
     return {
       records: total,
       drainSeconds,
-      firstCommitSeconds: (firstCommitAt - startedAt) / 1000,
+      firstCommitSeconds: (progress[0]?.atMs ?? Number.NaN) / 1000,
       drainRecordsPerSec: total / drainSeconds,
       recordsPerSec: sustained.recordsPerSec,
       sustainedWindow: [round(sustained.fromMs / 1000), round(sustained.toMs / 1000)],
