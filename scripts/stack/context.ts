@@ -3,7 +3,7 @@
  * with its log in one folder, found again by PID, and stopped — only the processes this script started.
  */
 import { spawn, type SpawnOptions } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -110,11 +110,19 @@ export function logFile(paths: StackPaths, name: string): string {
   return join(paths.logs, `${name}.log`);
 }
 
-/** Starts a server detached from this process, output to its log file, and records its PID. */
+/** A server's log holding more than this when the server starts is moved to `<name>.log.1` (one old copy kept). */
+const LOG_ROTATE_BYTES = 64 * 2 ** 20;
+
+/**
+ * Starts a server detached from this process, output to its log file (appended, rotated at start
+ * once above LOG_ROTATE_BYTES: Kafka's log alone grew to 450 MB over a day of test runs), and
+ * records its PID.
+ */
 export function startDaemon(paths: StackPaths, spec: DaemonSpec): number {
   ensureDir(paths.pids);
   ensureDir(paths.logs);
   const log = logFile(paths, spec.name);
+  if (existsSync(log) && statSync(log).size > LOG_ROTATE_BYTES) renameSync(log, `${log}.1`);
   const fd = openSync(log, 'a');
   writeFileSync(fd, `\n---- ${new Date().toISOString()} starting ${spec.name}: ${spec.command} ${spec.args.join(' ')}\n`);
   const child = spawn(spec.command, spec.args, {
