@@ -30,7 +30,7 @@ import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { deleteNamespaceNow } from '../scripts/stack/namespaces.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
-import { bundleBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
+import { bundleBinary, deployedEnv, machineReferenceMs, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 3_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -184,6 +184,7 @@ async function main(): Promise<void> {
   // Another agent answering there (a concurrent bench) would be measured instead of ours.
   if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const referenceBefore = machineReferenceMs(CPU);
   const releaseCpu = reserveCpu(CPU, (message) => process.stderr.write(`bench: ${message}\n`));
   const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, binary, '--config', configFile], {
     stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
@@ -243,6 +244,7 @@ async function main(): Promise<void> {
     if (kube) await deletePods(kube, prefix, pods);
     await deleteTopics(endpoints.kafka.brokers, prefix);
   }
+  const referenceAfter = machineReferenceMs(CPU);
   if (ENRICH && metadataHits !== lines) process.stderr.write(`bench: WARNING: ${metadataHits} of ${lines} lines enriched from the pod watcher\n`);
 
   const seconds = (doneAt - readyAt) / 1000;
@@ -283,6 +285,8 @@ async function main(): Promise<void> {
     as_deployed: AGENT_ENV.asDeployed && nodeFlags.length === 0,
     cpu_reserved: RESERVE_CPU,
     node_flags: nodeFlags.join(' '),
+    // The machine's speed before and after the run (bench/runtime.ts): CPU ms of a fixed job, lower is faster.
+    machine_reference_ms: [referenceBefore, referenceAfter],
   };
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'agent.json'), `${JSON.stringify(result, null, 2)}\n`);

@@ -29,7 +29,8 @@
  * (s3,es,bulk), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * Deployment's), BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
- * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function), BENCH_LOG_DIR
+ * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function; with
+ * LOGSHIP_BUNDLE_MINIFY=0 the functions keep their source names), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
  * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=1 (the stack's servers move off the aggregator's CPU).
  */
@@ -51,7 +52,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { bundleBinary, deployedEnv, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
+import { bundleBinary, deployedEnv, machineReferenceMs, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { logRecord } from '../test/helpers/aggregator.js';
@@ -730,7 +731,9 @@ async function main(): Promise<void> {
         },
         EXTRA_S3_SINK,
       );
+      const referenceBefore = machineReferenceMs(CPU);
       const r = await drain('s3', binary, admin, work, `${name}-s3`, main, sink);
+      const referenceAfter = machineReferenceMs(CPU);
       peaks.push(r.peakRssBytes);
       const t0 = performance.now();
       const written = await countS3Lines(s3Client, s3.bucket, s3Prefix);
@@ -760,6 +763,8 @@ async function main(): Promise<void> {
         s3_compressed_mib: round(written.compressedBytes / 2 ** 20),
         s3_fetch_paused_seconds: round(r.fetchPausedSeconds),
         s3_dead_letters: r.deadLetters,
+        // The machine's speed before and after the run (bench/runtime.ts): CPU ms of a fixed job, lower is faster.
+        s3_machine_reference_ms: [referenceBefore, referenceAfter],
       });
       await deleteS3Prefix(s3Client, s3.bucket, s3Prefix);
     }
@@ -797,7 +802,9 @@ async function main(): Promise<void> {
         },
         EXTRA_ES_SINK,
       );
+      const referenceBefore = machineReferenceMs(CPU);
       const r = await drain('es', binary, admin, work, `${name}-es`, esBacklog, sink);
+      const referenceAfter = machineReferenceMs(CPU);
       peaks.push(r.peakRssBytes);
       if (PROFILE_DIR !== undefined) summarizeProfiles(join(PROFILE_DIR, 'es'));
       const documents = await countDocuments(es, `${esPrefix}-*`);
@@ -821,6 +828,7 @@ async function main(): Promise<void> {
         es_documents: documents,
         es_batches: r.batches,
         es_dead_letters: r.deadLetters,
+        es_machine_reference_ms: [referenceBefore, referenceAfter],
       });
       await deleteIndices(es, esPrefix);
     }

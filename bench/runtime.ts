@@ -171,3 +171,43 @@ export function procStat(pid: number): ProcStat {
     threadCpuSeconds,
   };
 }
+
+/**
+ * A fixed job, in plain JavaScript: JSON.parse of 20,000 log records and gzip level 6 of their
+ * NDJSON (~4 MiB), five times; prints its own CPU milliseconds. Both binaries spend most of their CPU
+ * on such work (parsing, zlib, copying).
+ */
+const REFERENCE_JOB = `
+import { gzipSync } from 'node:zlib';
+const lines = [];
+for (let n = 0; n < 20000; n++) {
+  lines.push(JSON.stringify({ '@timestamp': new Date(1763800000000 + n).toISOString(), message: '10.0.' + (n % 256) + '.' + (n % 199) + ' "GET /api/v1/orders?id=' + n + ' HTTP/1.1" 200 ' + (512 + (n % 4096)), stream: 'stdout', event_id: n.toString(16).padStart(32, '0'), kubernetes: { cluster: 'c', namespace: 'ns', pod: 'api-' + (n % 12), labels: { app: 'api', tier: String(n % 3) } } }));
+}
+const ndjson = Buffer.from(lines.join('\\n'));
+const start = process.cpuUsage();
+let check = 0;
+for (let round = 0; round < 5; round++) {
+  for (const line of lines) check += JSON.parse(line).message.length;
+  check += gzipSync(ndjson, { level: 6 }).length;
+}
+const used = process.cpuUsage(start);
+process.stdout.write(String(check > 0 ? Math.round((used.user + used.system) / 1000) : -1));
+`;
+
+/**
+ * How fast the machine runs right now: the CPU milliseconds of REFERENCE_JOB on `cpu` (the best of
+ * three). The CPU time of the same work drifts by a third and more on this machine, within minutes
+ * and without any steal time in /proc/stat (the hypervisor's neighbours share caches and memory
+ * bandwidth), so a benchmark figure means little without the machine's speed at the time: the
+ * benchmarks run this before and after their measured runs and report both.
+ */
+export function machineReferenceMs(cpu: string): number {
+  let best = Number.POSITIVE_INFINITY;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const out = execFileSync('taskset', ['-c', cpu, process.execPath, '--input-type=module', '-e', REFERENCE_JOB], { encoding: 'utf8' });
+    const ms = Number(out.trim());
+    if (!Number.isFinite(ms) || ms <= 0) throw new Error(`reference job printed ${JSON.stringify(out)}`);
+    best = Math.min(best, ms);
+  }
+  return best;
+}
