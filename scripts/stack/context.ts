@@ -122,7 +122,7 @@ export function startDaemon(paths: StackPaths, spec: DaemonSpec): number {
   ensureDir(paths.pids);
   ensureDir(paths.logs);
   const log = logFile(paths, spec.name);
-  if (existsSync(log) && statSync(log).size > LOG_ROTATE_BYTES) renameSync(log, `${log}.1`);
+  if ((statSync(log, { throwIfNoEntry: false })?.size ?? 0) > LOG_ROTATE_BYTES) renameSync(log, `${log}.1`);
   const fd = openSync(log, 'a');
   writeFileSync(fd, `\n---- ${new Date().toISOString()} starting ${spec.name}: ${spec.command} ${spec.args.join(' ')}\n`);
   const child = spawn(spec.command, spec.args, {
