@@ -30,7 +30,7 @@
  * Deployment's), BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
  * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function; with
- * LOGSHIP_BUNDLE_MINIFY=0 the functions keep their source names), BENCH_LOG_DIR
+ * BUNDLE_MINIFY=0 the functions keep their source names), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
  * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=1 (the stack's servers move off the aggregator's CPU).
  */

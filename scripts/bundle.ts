@@ -7,7 +7,7 @@
  * names are kept here. @kubernetes/client-node alone is 21 MB of source (every generated API of
  * Kubernetes); loaded whole it added ~70 MiB to the agent's resident memory, bundled ~15 MiB
  * (bench/agent.ts measures the bundle). Minified, with names kept for stack traces; a source map
- * sits next to each file. `LOGSHIP_BUNDLE_MINIFY=0` leaves the code unminified, so that a CPU profile
+ * sits next to each file. `BUNDLE_MINIFY=0` leaves the code unminified, so that a CPU profile
  * of a benchmark run (BENCH_CPU_PROF_DIR) names the functions as the source does.
  *
  * Usage: tsx scripts/bundle.ts [--outdir dist/bundle] (part of `npm run build`).
@@ -43,7 +43,7 @@ export async function bundleBinaries(outdir: string = BUNDLE_DIR): Promise<Metaf
     format: 'esm',
     platform: 'node',
     target: 'node20.19',
-    minify: process.env.LOGSHIP_BUNDLE_MINIFY !== '0',
+    minify: process.env.BUNDLE_MINIFY !== '0',
     keepNames: true,
     sourcemap: 'linked',
     legalComments: 'linked',
