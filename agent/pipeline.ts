@@ -4,7 +4,7 @@
  * this file is the only place that knows them all.
  */
 import picomatch from 'picomatch';
-import { createKafka, setGzipLevel } from '../shared/kafka.js';
+import { createKafka, releaseEncoderBuffers, setGzipLevel } from '../shared/kafka.js';
 import { createKubeClients, loadKubeLibrary } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
@@ -66,6 +66,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     maxMessageBytes: config.kafka.maxMessageBytes,
     maxRecordsPerMessage: config.kafka.maxRecordsPerMessage,
     slabBytes: config.kafka.maxBatchBytes,
+    maxFreeBytes: config.kafka.maxBufferedBytes,
   });
   const env: TailEnvironment = {
     settings: {
@@ -147,7 +148,10 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
   const reclaimer = new IdleReclaimer({
     activity: () => counters.bytesRead + producer.stats.messagesAcked,
     busy: () => producer.bufferedBytes > 0,
-    release: () => messages.releasePooled(),
+    release: () => {
+      messages.releasePooled();
+      releaseEncoderBuffers();
+    },
     quietMs: IDLE_RECLAIM_MS,
   });
   reclaimer.start();

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { gzip, unzip } from 'node:zlib';
 import kafkajs, { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
 import Encoder from 'kafkajs/src/protocol/encoder.js';
+import { BufferPool, type BufferPoolStats } from './buffer-pool.js';
 
 // kafkajs is CommonJS and builds these two exports in a way Node cannot detect as named ESM exports.
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -58,7 +59,7 @@ export const kafkaConnectionSchema = z.strictObject(kafkaConnectionFields).super
 export type KafkaConnectionConfig = KafkaConnectionShape;
 
 export function createKafka(config: KafkaConnectionConfig, logger: Logger, settingPath = 'kafka'): Kafka {
-  presizeRecordArrays();
+  poolEncoderBuffers();
   const kafkaLogger = logger.child({ component: 'kafkajs' });
   const ssl = config.tls.enabled
     ? {
@@ -104,8 +105,15 @@ export function createKafka(config: KafkaConnectionConfig, logger: Logger, setti
 }
 
 const gzipAsync = promisify(gzip);
-/** Output chunk of the gzip stream: larger chunks mean fewer round trips from the zlib thread to JS. */
-const GZIP_CHUNK_BYTES = 256 * 1024;
+/**
+ * Output chunk of the gzip stream, per batch: a quarter of its input (log records compress 5–30 times),
+ * within these bounds. Larger chunks mean fewer round trips from the zlib thread to JS, but a chunk is
+ * allocated whole for every batch (kafkajs compresses each partition's batch on its own, so a request
+ * over many partitions allocated a 256 KiB chunk for each) and counts towards V8's external memory,
+ * whose growth forces collections.
+ */
+const GZIP_MIN_CHUNK_BYTES = 16 * 1024;
+const GZIP_MAX_CHUNK_BYTES = 256 * 1024;
 const unzipAsync = promisify(unzip);
 
 /** zlib's own default level (6), which kafkajs's built-in codec uses. */
@@ -121,25 +129,76 @@ export function setGzipLevel(level: number): void {
   installGzipCodec();
 }
 
+/** Encoder buffers at least this large come from `encoderBuffers`; smaller ones are cheap (malloc's heap). */
+const POOLED_ENCODER_MIN_BYTES = 64 * 1024;
 /**
- * Makes kafkajs write the records of a batch into a buffer allocated once at their total size.
- * Its encoder grows by doubling, copying what it holds each time: for a 1 MiB batch that is ~2 MiB
- * copied and ~4 MiB of fresh buffers, every batch. Large buffers are fresh pages from the kernel
- * (the agent runs with a low MALLOC_MMAP_THRESHOLD_ so that freed memory goes back), whose first
- * touch costs a page fault each: that, not the copying itself, made kafkajs the largest part of the
- * agent's CPU. Same bytes, same checks as kafkajs's `writeEncoderArray`.
+ * Free encoder buffers kept between produce requests: a request's records (up to `maxBatchBytes`,
+ * 1 MiB by default), their messages' encoders and the compressed batch's few copies fit several times.
  */
-export function presizeRecordArrays(): void {
-  if (Encoder.prototype.writeEncoderArray === writeEncoderArrayPresized) return;
-  Encoder.prototype.writeEncoderArray = writeEncoderArrayPresized;
+const POOLED_ENCODER_MAX_FREE_BYTES = 8 * 1024 * 1024;
+const encoderBuffers = new BufferPool({ minBytes: POOLED_ENCODER_MIN_BYTES, maxFreeBytes: POOLED_ENCODER_MAX_FREE_BYTES });
+
+/**
+ * Makes kafkajs encode produce requests in reused memory, and write the records of a batch into a
+ * buffer sized once.
+ *
+ * kafkajs builds a request as nested encoders, each a buffer that grows by doubling: every message
+ * value is copied into a record encoder, the records into the batch, and the compressed batch through
+ * five more encoders up to the request. Each of those buffers was fresh memory, and its first touch a
+ * page fault per 4 KiB: that, not the copying, made kafkajs the largest part of the agent's CPU (the
+ * agent runs with a low MALLOC_MMAP_THRESHOLD_ so that freed memory goes back to the system). Now:
+ * - an encoder that grows to 64 KiB or more takes its buffer from a pool;
+ * - an encoder written into another one (`writeEncoder`, `writeEncoderArray`) is never read again in
+ *   kafkajs (each is built, measured and written once), so its buffer goes back to the pool then, and
+ *   a compressed batch's input goes back once gzip is done with it;
+ * - `writeEncoderArray` sizes its buffer once for the total instead of doubling and copying
+ *   (for a 1 MiB batch that was ~2 MiB copied and ~4 MiB of fresh buffers).
+ * Same bytes and the same checks as kafkajs's own methods. `releaseEncoderBuffers` empties the pool.
+ */
+export function poolEncoderBuffers(): void {
+  if (Encoder.prototype.writeEncoderArray === writeEncoderArrayPooled) return;
+  Encoder.prototype.ensureAvailable = ensureAvailablePooled;
+  Encoder.prototype.writeEncoder = writeEncoderPooled;
+  Encoder.prototype.writeEncoderArray = writeEncoderArrayPooled;
 }
 
-function writeEncoderArrayPresized(this: Encoder, value: unknown): Encoder {
+/** Lets go of the free encoder buffers (the agent is idle). */
+export function releaseEncoderBuffers(): void {
+  encoderBuffers.clear();
+}
+
+/** How often a large encoder buffer was reused or allocated; for tests and benchmarks. */
+export function encoderBufferStats(): BufferPoolStats {
+  return encoderBuffers.stats;
+}
+
+/** kafkajs's growth (the next power of two above what is needed), from the pool when large. */
+function ensureAvailablePooled(this: Encoder, length: number): void {
+  const needed = this.offset + length;
+  if (needed <= this.buf.length) return;
+  const size = Encoder.nextPowerOfTwo(needed);
+  const grown = size >= POOLED_ENCODER_MIN_BYTES ? encoderBuffers.take(size) : Buffer.alloc(size);
+  this.buf.copy(grown, 0, 0, this.offset);
+  // The outgrown buffer is left to the collector: a view of it (`buffer`) may still be held.
+  this.buf = grown;
+}
+
+function writeEncoderPooled(this: Encoder, value: unknown): Encoder {
+  if (!isEncoder(value)) throw new Error('value should be an instance of Encoder');
+  this.writeBufferInternal(value.buffer);
+  encoderBuffers.give(value.buf);
+  return this;
+}
+
+function writeEncoderArrayPooled(this: Encoder, value: unknown): Encoder {
   if (!Array.isArray(value) || !value.every(isEncoder)) throw new Error('all values should be an instance of Encoder[]');
   let total = 0;
   for (const encoder of value) total += encoder.offset;
   this.ensureAvailable(total);
-  for (const encoder of value) this.writeBufferInternal(encoder.buffer);
+  for (const encoder of value) {
+    this.writeBufferInternal(encoder.buffer);
+    encoderBuffers.give(encoder.buf);
+  }
   return this;
 }
 
@@ -155,7 +214,13 @@ export function useGzipDecompression(): void {
 
 function installGzipCodec(): void {
   CompressionCodecs[CompressionTypes.GZIP] = () => ({
-    compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level: gzipLevel, chunkSize: GZIP_CHUNK_BYTES }),
+    compress: async (encoder: Encoder) => {
+      const input = encoder.buffer;
+      const chunkSize = Math.min(GZIP_MAX_CHUNK_BYTES, Math.max(GZIP_MIN_CHUNK_BYTES, Math.ceil(input.length / 4)));
+      const compressed = await gzipAsync(input, { level: gzipLevel, chunkSize });
+      encoderBuffers.give(encoder.buf);
+      return compressed;
+    },
     decompress: decompressGzip,
   });
 }

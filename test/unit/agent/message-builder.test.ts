@@ -89,29 +89,64 @@ describe('MessageBuilder', () => {
   });
 
   it('reuses a slab only after every message in it was released', () => {
-    const builder = new MessageBuilder({ maxMessageBytes: 16, maxRecordsPerMessage: 1, slabBytes: 32 });
+    const builder = new MessageBuilder({ maxMessageBytes: 2048, maxRecordsPerMessage: 1, slabBytes: SLAB_BYTES });
     const { sink, messages } = collector();
     builder.begin(sink);
-    const write = (i: number): void => builder.append(`{"v":${i}}`, 7, i);
-    for (let i = 0; i < 4; i++) write(i); // 8 bytes each: two slabs of 32 bytes, four messages
+    for (let i = 0; i < 8; i++) appendRecord(builder, i); // two slabs, four messages each
     builder.flush();
     const snapshot = messages.map((m) => m.value);
     // Nothing released: further records must not overwrite the bytes of unacknowledged messages.
-    for (let i = 4; i < 12; i++) write(i);
+    for (let i = 8; i < 24; i++) appendRecord(builder, i);
     builder.flush();
     assert.deepEqual(
-      messages.slice(0, 4).map((m) => m.value),
+      messages.slice(0, 8).map((m) => m.value),
       snapshot,
     );
-    // Release the first slab's messages: its memory may now be used again, and the others stay intact.
     const first = messages[0]?.bytes.buffer;
-    for (const m of messages.slice(0, 12)) m.release();
-    for (let i = 12; i < 40; i++) write(i);
+    assert.ok(messages.slice(4, 24).every((m) => m.bytes.buffer !== first), 'only the first four messages are in the first slab');
+    // Release them all: the slabs may now be used again.
+    for (const m of messages.slice(0, 24)) m.release();
+    for (let i = 24; i < 80; i++) appendRecord(builder, i);
     builder.flush();
-    assert.ok(messages.slice(12).some((m) => m.bytes.buffer === first), 'a released slab is used again');
+    assert.ok(messages.slice(24).some((m) => m.bytes.buffer === first), 'a released slab is used again');
     assert.deepEqual(
-      messages.slice(12).map((m) => m.value),
-      Array.from({ length: 28 }, (_, k) => `{"v":${k + 12}}\n`),
+      messages.slice(24).map((m) => m.value),
+      Array.from({ length: 56 }, (_, k) => `${record(k + 24)}\n`),
     );
   });
+
+  it('keeps as many free slabs as maxFreeBytes allows, at least two', () => {
+    /** Writes 24 one-record messages (six slabs), releases them all, writes 24 more: how many of the first six came back? */
+    const slabsReused = (maxFreeBytes: number | undefined): number => {
+      const builder = new MessageBuilder({ maxMessageBytes: 2048, maxRecordsPerMessage: 1, slabBytes: SLAB_BYTES, ...(maxFreeBytes === undefined ? {} : { maxFreeBytes }) });
+      const { sink, messages } = collector();
+      builder.begin(sink);
+      for (let i = 0; i < 24; i++) appendRecord(builder, i);
+      builder.flush();
+      const firstRound = new Set(messages.map((m) => m.bytes.buffer));
+      assert.equal(firstRound.size, 6);
+      for (const m of messages) m.release();
+      for (let i = 24; i < 48; i++) appendRecord(builder, i);
+      builder.flush();
+      return new Set(messages.slice(24).map((m) => m.bytes.buffer).filter((buffer) => firstRound.has(buffer))).size;
+    };
+    // Two free slabs kept, plus the last slab of the first round, freed when writing moves on from it.
+    assert.equal(slabsReused(undefined), 3);
+    assert.equal(slabsReused(SLAB_BYTES), 3);
+    assert.equal(slabsReused(8 * SLAB_BYTES), 6);
+  });
 });
+
+/** Slabs large enough to be buffers of their own (smaller ones are slices of Node's shared 8 KiB pool). */
+const SLAB_BYTES = 4096;
+
+/** A record of exactly 1,000 bytes: four fit in a slab, with their newlines. */
+function record(i: number): string {
+  const head = `{"v":${String(i).padStart(4, '0')},"p":"`;
+  return `${head}${'x'.repeat(1000 - head.length - 2)}"}`;
+}
+
+function appendRecord(builder: MessageBuilder, i: number): void {
+  const json = record(i);
+  builder.append(json, json.length, i);
+}
