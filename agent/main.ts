@@ -2,13 +2,13 @@
 /** `logship-agent --config <file>`: tails this node's pod logs into Kafka. */
 import { parseCli } from '../shared/cli.js';
 import { describeError } from '../shared/errors.js';
-import { setHeapGrowingPercent } from '../shared/heap-growth.js';
+import { setHeapGrowingPercent } from '../shared/v8-heap.js';
 import { createLogger } from '../shared/logger.js';
 import { ShutdownCoordinator } from '../shared/shutdown.js';
 import { agentConfigSchema } from './config.js';
 import { startAgent } from './pipeline.js';
 
-/** Old generation limit at 4x the live heap: see shared/heap-growth.ts (measured in bench/agent.ts). */
+/** Old generation limit at 4x the live heap: see shared/v8-heap.ts (measured in bench/agent.ts). */
 const HEAP_GROWING_PERCENT = 300;
 
 setHeapGrowingPercent(HEAP_GROWING_PERCENT);

@@ -2,12 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { IdleReclaimer } from '../../../agent/idle-reclaimer.js';
 
-function setup(quietMs = 1000): { reclaimer: IdleReclaimer; state: { activity: number; busy: boolean; now: number; releases: number } } {
-  const state = { activity: 0, busy: false, now: 0, releases: 0 };
+function setup(quietMs = 1000): { reclaimer: IdleReclaimer; state: { activity: number; busy: boolean; now: number; releases: number; collections: number } } {
+  const state = { activity: 0, busy: false, now: 0, releases: 0, collections: 0 };
   const reclaimer = new IdleReclaimer({
     activity: () => state.activity,
     busy: () => state.busy,
     release: () => state.releases++,
+    collect: () => {
+      assert.equal(state.collections, state.releases - 1, 'pools are dropped before the collection');
+      state.collections++;
+    },
     quietMs,
     now: () => state.now,
   });
@@ -34,6 +38,7 @@ describe('IdleReclaimer', () => {
     state.now = 6100;
     assert.equal(reclaimer.check(), true, 'quiet again');
     assert.equal(state.releases, 2);
+    assert.equal(state.collections, 2);
   });
 
   it('waits while work is pending even if the activity count stands still', () => {
