@@ -29,6 +29,7 @@ import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { deleteNamespaceNow } from '../scripts/stack/namespaces.js';
+import { deleteTopics as deleteStackTopics } from '../scripts/stack/topics.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
 import { bundleBinary, deployedEnv, machineReferenceMs, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, type ProcStat } from './runtime.js';
 
@@ -113,8 +114,7 @@ async function deleteTopics(brokers: string[], prefix: string): Promise<void> {
   const admin = new Kafka({ brokers, clientId: 'logship-bench', logLevel: KafkaLogLevel.NOTHING }).admin();
   try {
     await admin.connect();
-    const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(`${prefix}.`));
-    if (topics.length > 0) await admin.deleteTopics({ topics });
+    await deleteStackTopics(admin, { prefix: `${prefix}.` });
   } catch (error) {
     process.stderr.write(`bench: deleting the topics ${prefix}.* failed: ${String(error)}\n`);
   } finally {

@@ -55,6 +55,7 @@ import { createS3Client } from '../shared/s3.js';
 import { bundleBinary, deployedEnv, machineReferenceMs, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
+import { deleteTopics } from '../scripts/stack/topics.js';
 import { logRecord } from '../test/helpers/aggregator.js';
 import { elasticsearchConfig, kafkaConfig, s3Config, stack, testLogger, uniqueName } from '../test/helpers/stack.js';
 
@@ -476,8 +477,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       clearTimeout(timer);
     }
     await admin.deleteGroups([groupId]).catch(() => undefined);
-    const existing = await admin.listTopics().catch(() => [deadLetterTopic]);
-    if (existing.includes(deadLetterTopic)) await admin.deleteTopics({ topics: [deadLetterTopic] }).catch((error: unknown) => log(`cleanup of ${deadLetterTopic} failed: ${String(error)}`));
+    await deleteTopics(admin, { names: [deadLetterTopic] }).catch((error: unknown) => log(`cleanup of ${deadLetterTopic} failed: ${String(error)}`));
   }
 }
 
@@ -853,7 +853,7 @@ async function main(): Promise<void> {
     await cleanup(`s3://${s3.bucket}/${s3Prefix}`, () => deleteS3Prefix(s3Client, s3.bucket, s3Prefix));
     for (const prefix of [esPrefix, `${bulkPrefix}1`, `${bulkPrefix}2`]) await cleanup(`indices ${prefix}-*`, () => deleteIndices(es, prefix));
     if (KEEP_TOPICS) log(`kept the topics: BENCH_REUSE_TOPICS=${topicPrefix}`);
-    else if (createdTopics.length > 0) await cleanup(`topics ${topicPrefix}*`, () => admin.deleteTopics({ topics: createdTopics }));
+    else if (createdTopics.length > 0) await cleanup(`topics ${topicPrefix}*`, () => deleteTopics(admin, { names: createdTopics }));
     await cleanup('the Kafka admin client', () => admin.disconnect());
     await cleanup('the Elasticsearch client', () => es.close());
     s3Client.destroy();

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { stringify } from 'yaml';
 import { fetchMetricSum } from '../../scripts/metrics-text.js';
+import { deleteTopics } from '../../scripts/stack/topics.js';
 import { createKafka } from '../../shared/kafka.js';
 import type { LogRecord } from '../../shared/record.js';
 import { startLogshipProcess, type LogshipProcess, type ProcessUser } from './process.js';
@@ -129,7 +130,7 @@ export class RecordCollector {
 
   async stop(topics: string[]): Promise<void> {
     await this.consumer?.disconnect();
-    await this.admin?.deleteTopics({ topics }).catch(() => undefined);
+    if (this.admin) await deleteTopics(this.admin, { names: topics }).catch(() => undefined);
     await this.admin?.disconnect();
   }
 }

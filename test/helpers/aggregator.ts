@@ -10,6 +10,7 @@ import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, type S3Cl
 import type { Client } from '@elastic/elasticsearch';
 import type { Kafka, Producer } from 'kafkajs';
 import { stringify } from 'yaml';
+import { deleteTopics as deleteStackTopics } from '../../scripts/stack/topics.js';
 import { createKafka } from '../../shared/kafka.js';
 import type { LogRecord } from '../../shared/record.js';
 import { createS3Client } from '../../shared/s3.js';
@@ -64,9 +65,7 @@ export class RecordProducer {
     const admin = this.kafka.admin();
     await admin.connect();
     try {
-      const existing = new Set(await admin.listTopics());
-      const gone = topics.filter((t) => existing.has(t));
-      if (gone.length > 0) await admin.deleteTopics({ topics: gone });
+      await deleteStackTopics(admin, { names: topics });
     } finally {
       await admin.disconnect();
     }
