@@ -215,7 +215,11 @@ export async function deleteIndices(client: Client, prefix: string): Promise<voi
 export { elasticsearchConfig, uniqueName, waitFor };
 
 /** Reads every message of a topic from the beginning until `count` arrived. */
-export async function readTopic(topic: string, count: number, timeoutMs = 60_000): Promise<Record<string, unknown>[]> {
+/**
+ * Reads a topic's JSON messages from the beginning until `done` says it has what it waits for
+ * (`what` names that in the timeout's message).
+ */
+export async function readTopic(topic: string, what: string, done: (values: readonly Record<string, unknown>[]) => boolean, timeoutMs = 60_000): Promise<Record<string, unknown>[]> {
   const kafka = createKafka(kafkaConfig({ clientId: 'logship-it-reader' }), testLogger());
   const consumer = kafka.consumer({ groupId: uniqueName('it-reader'), maxWaitTimeInMs: 100 });
   const values: Record<string, unknown>[] = [];
@@ -228,7 +232,7 @@ export async function readTopic(topic: string, count: number, timeoutMs = 60_000
         return Promise.resolve();
       },
     });
-    await waitFor(`${String(count)} messages in ${topic} (have ${String(values.length)})`, () => values.length >= count, timeoutMs);
+    await waitFor(`${what} in ${topic} (have ${String(values.length)} messages)`, () => done(values), timeoutMs);
   } finally {
     await consumer.disconnect();
   }
