@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { decodeMessage } from '../../../aggregator/record-decoder.js';
 import { lineOf, type SinkRecord } from '../../../aggregator/sink.js';
-import { ndjsonSlices } from '../../../aggregator/sinks/s3-ndjson.js';
+import { gzipNdjson, ndjsonSlices } from '../../../aggregator/sinks/s3-ndjson.js';
 
 const SLICE_BYTES = 1024 * 1024;
 
@@ -49,5 +50,26 @@ describe('ndjsonSlices', () => {
 
   it('writes nothing for no records', () => {
     assert.deepEqual([...ndjsonSlices([])], []);
+  });
+
+  it('may reuse one buffer for every slice, as long as each is consumed before the next is asked for', () => {
+    const lines = Array.from({ length: 6_000 }, (_, i) => line(i, 300));
+    const records = [...message(1, lines.slice(0, 3_000)), ...message(2, [line(-1, SLICE_BYTES + 10)]), ...message(3, lines.slice(3_000))];
+    const shared = Buffer.alloc(SLICE_BYTES);
+    let taken = 0;
+    const copies: Buffer[] = [];
+    for (const slice of ndjsonSlices(records, () => (taken++, shared))) copies.push(Buffer.from(slice));
+    assert.ok(taken >= 2, `${String(taken)} slices taken`);
+    assert.deepEqual(Buffer.concat(copies), expectedNdjson(records));
+  });
+});
+
+describe('gzipNdjson', () => {
+  it('compresses the NDJSON of several objects at once, each intact', async () => {
+    const objects = [0, 1, 2, 3, 4].map((n) => message(n, Array.from({ length: 4_000 + 1_000 * n }, (_, i) => line(i + 10_000 * n, 300))));
+    for (let round = 0; round < 2; round++) {
+      const compressed = await Promise.all(objects.map((records) => gzipNdjson(records, 1)));
+      compressed.forEach((bytes, n) => assert.deepEqual(gunzipSync(bytes), expectedNdjson(objects[n] ?? []), `object ${String(n)}`));
+    }
   });
 });
