@@ -4,7 +4,7 @@
  * this file is the only place that knows them all.
  */
 import picomatch from 'picomatch';
-import { createKafka, releaseEncoderBuffers, setGzipLevel } from '../shared/kafka.js';
+import { createKafka, releaseKafkaMemory, setGzipLevel } from '../shared/kafka.js';
 import { createKubeClients, loadKubeLibrary } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
@@ -150,7 +150,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     busy: () => producer.bufferedBytes > 0,
     release: () => {
       messages.releasePooled();
-      releaseEncoderBuffers();
+      releaseKafkaMemory();
     },
     quietMs: IDLE_RECLAIM_MS,
   });

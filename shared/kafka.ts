@@ -3,10 +3,11 @@
  * producer and the aggregator's consumer, and a factory that wires kafkajs logs into ours.
  */
 import { promisify } from 'node:util';
-import { gzip, unzip } from 'node:zlib';
+import { unzip } from 'node:zlib';
 import kafkajs, { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
 import Encoder from 'kafkajs/src/protocol/encoder.js';
 import { BufferPool, type BufferPoolStats } from './buffer-pool.js';
+import { GzipEngines } from './gzip-engines.js';
 
 // kafkajs is CommonJS and builds these two exports in a way Node cannot detect as named ESM exports.
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -104,20 +105,17 @@ export function createKafka(config: KafkaConnectionConfig, logger: Logger, setti
   return new Kafka(kafkaConfig);
 }
 
-const gzipAsync = promisify(gzip);
 /**
- * Output chunk of the gzip stream, per batch: a quarter of its input (log records compress 5–30 times),
- * within these bounds. Larger chunks mean fewer round trips from the zlib thread to JS, but a chunk is
- * allocated whole for every batch (kafkajs compresses each partition's batch on its own, so a request
- * over many partitions allocated a 256 KiB chunk for each) and counts towards V8's external memory,
- * whose growth forces collections.
+ * Output chunk of the reused gzip streams: a batch's compressed output fits one (log records
+ * compress 5-30 times), and a stream writes into the rest of its chunk until it is full.
  */
-const GZIP_MIN_CHUNK_BYTES = 16 * 1024;
-const GZIP_MAX_CHUNK_BYTES = 256 * 1024;
+const GZIP_CHUNK_BYTES = 64 * 1024;
+/** gzip streams kept between batches (kafkajs compresses a request's partitions one after another). */
+const GZIP_IDLE_STREAMS = 2;
 const unzipAsync = promisify(unzip);
 
-/** zlib's own default level (6), which kafkajs's built-in codec uses. */
-let gzipLevel = -1;
+/** zlib's own default level (6), which kafkajs's built-in codec uses, until `setGzipLevel`. */
+let gzipEngines = new GzipEngines({ level: -1, chunkBytes: GZIP_CHUNK_BYTES, maxIdle: GZIP_IDLE_STREAMS });
 
 /**
  * Sets the gzip level kafkajs compresses with (process-wide; kafkajs has no per-producer setting).
@@ -125,7 +123,8 @@ let gzipLevel = -1;
  * records at a slightly larger size. Decompression is the same for any level.
  */
 export function setGzipLevel(level: number): void {
-  gzipLevel = level;
+  gzipEngines.close();
+  gzipEngines = new GzipEngines({ level, chunkBytes: GZIP_CHUNK_BYTES, maxIdle: GZIP_IDLE_STREAMS });
   installGzipCodec();
 }
 
@@ -153,7 +152,7 @@ const encoderBuffers = new BufferPool({ minBytes: POOLED_ENCODER_MIN_BYTES, maxF
  *   a compressed batch's input goes back once gzip is done with it;
  * - `writeEncoderArray` sizes its buffer once for the total instead of doubling and copying
  *   (for a 1 MiB batch that was ~2 MiB copied and ~4 MiB of fresh buffers).
- * Same bytes and the same checks as kafkajs's own methods. `releaseEncoderBuffers` empties the pool.
+ * Same bytes and the same checks as kafkajs's own methods. `releaseKafkaMemory` empties the pool.
  */
 export function poolEncoderBuffers(): void {
   if (Encoder.prototype.writeEncoderArray === writeEncoderArrayPooled) return;
@@ -162,9 +161,10 @@ export function poolEncoderBuffers(): void {
   Encoder.prototype.writeEncoderArray = writeEncoderArrayPooled;
 }
 
-/** Lets go of the free encoder buffers (the agent is idle). */
-export function releaseEncoderBuffers(): void {
+/** Lets go of the free encoder buffers and the idle gzip streams (the agent is idle). */
+export function releaseKafkaMemory(): void {
   encoderBuffers.clear();
+  gzipEngines.close();
 }
 
 /** How often a large encoder buffer was reused or allocated; for tests and benchmarks. */
@@ -215,9 +215,7 @@ export function useGzipDecompression(): void {
 function installGzipCodec(): void {
   CompressionCodecs[CompressionTypes.GZIP] = () => ({
     compress: async (encoder: Encoder) => {
-      const input = encoder.buffer;
-      const chunkSize = Math.min(GZIP_MAX_CHUNK_BYTES, Math.max(GZIP_MIN_CHUNK_BYTES, Math.ceil(input.length / 4)));
-      const compressed = await gzipAsync(input, { level: gzipLevel, chunkSize });
+      const compressed = await gzipEngines.compress(encoder.buffer);
       encoderBuffers.give(encoder.buf);
       return compressed;
     },
