@@ -261,6 +261,8 @@ async function main(): Promise<void> {
     cpu_seconds: round(cpuSeconds),
     cpu_s_per_million_lines: round(cpuSeconds / (lines / 1e6)),
     main_thread_cpu_seconds: round(busy.mainThreadCpuSeconds - atReady.mainThreadCpuSeconds),
+    system_cpu_seconds: round(busy.systemCpuSeconds - atReady.systemCpuSeconds),
+    minor_page_faults: busy.minorFaults - atReady.minorFaults,
     backpressure_seconds: round(backpressure),
     kafka_messages: messages,
     // Lines whose metadata came from the pod watcher (the pods exist in the stack's API server), as in a cluster.

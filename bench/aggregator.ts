@@ -315,6 +315,9 @@ interface DrainResult {
   /** CPU seconds per thread name over the whole run (the main thread, libuv's pool, V8's helpers). */
   threadCpuSeconds: Record<string, number>;
   runQueueSeconds: number;
+  /** Kernel CPU seconds and minor page faults of the whole run (start-up included). */
+  systemCpuSeconds: number;
+  minorFaults: number;
   /** CPU seconds of the stack's servers (Kafka, and Elasticsearch or MinIO) over the drain. */
   serverCpuSeconds: Record<string, number>;
   peakRssBytes: number;
@@ -463,6 +466,8 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       mainThreadCpuSeconds: stat.mainThreadCpuSeconds,
       threadCpuSeconds: roundValues(stat.threadCpuSeconds),
       runQueueSeconds: stat.runQueueSeconds,
+      systemCpuSeconds: stat.systemCpuSeconds,
+      minorFaults: stat.minorFaults,
       serverCpuSeconds: servers,
       peakRssBytes: stat.hwmBytes,
       deadLetters,
@@ -754,6 +759,8 @@ async function main(): Promise<void> {
         s3_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
         s3_thread_cpu_seconds: r.threadCpuSeconds,
         s3_run_queue_wait_seconds: round(r.runQueueSeconds),
+        s3_system_cpu_seconds: round(r.systemCpuSeconds),
+        s3_minor_page_faults: r.minorFaults,
         s3_server_cpu_seconds: r.serverCpuSeconds,
         s3_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
         s3_rows: written.lines,
@@ -823,6 +830,8 @@ async function main(): Promise<void> {
         es_main_thread_cpu_seconds: round(r.mainThreadCpuSeconds),
         es_thread_cpu_seconds: r.threadCpuSeconds,
         es_run_queue_wait_seconds: round(r.runQueueSeconds),
+        es_system_cpu_seconds: round(r.systemCpuSeconds),
+        es_minor_page_faults: r.minorFaults,
         es_server_cpu_seconds: r.serverCpuSeconds,
         es_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
         es_documents: documents,

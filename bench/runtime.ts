@@ -145,6 +145,10 @@ export interface ProcStat {
   hwmBytes: number;
   /** CPU seconds by thread name (main thread as `main`; V8's GC/compiler helpers, libuv's pool for zlib and fs). */
   threadCpuSeconds: Record<string, number>;
+  /** CPU seconds in the kernel (all threads): page faults, system calls. */
+  systemCpuSeconds: number;
+  /** Minor page faults of the process so far: first touches of fresh memory, each a few µs of kernel time here. */
+  minorFaults: number;
 }
 
 export function procStat(pid: number): ProcStat {
@@ -162,6 +166,8 @@ export function procStat(pid: number): ProcStat {
   }
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return {
     cpuSeconds: cpuOf(`/proc/${pid}/stat`),
     mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
@@ -169,6 +175,9 @@ export function procStat(pid: number): ProcStat {
     rssBytes: kb('VmRSS'),
     hwmBytes: kb('VmHWM'),
     threadCpuSeconds,
+    // proc(5): minflt is field 10, stime field 15; `fields` starts at field 3.
+    systemCpuSeconds: Number(fields[12]) / 100,
+    minorFaults: Number(fields[7]),
   };
 }
 
