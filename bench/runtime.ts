@@ -118,10 +118,18 @@ function treeCpuSeconds(pid: number): number {
   return seconds;
 }
 
+/** The fields of a /proc stat file after the command name: index 0 is proc(5)'s field 3 (state). */
+function statFields(statFile: string): string[] {
+  const stat = readFileSync(statFile, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** utime + stime of a /proc stat file, in seconds; with `children`, also of its waited-for children. */
 function statCpuSeconds(statFile: string, children = false): number {
-  const stat = readFileSync(statFile, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return cpuSecondsOf(statFields(statFile), children);
+}
+
+function cpuSecondsOf(fields: readonly string[], children = false): number {
   const ticks = Number(fields[11]) + Number(fields[12]) + (children ? Number(fields[13]) + Number(fields[14]) : 0);
   return ticks / 100;
 }
@@ -166,16 +174,15 @@ export function procStat(pid: number): ProcStat {
   }
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(`/proc/${pid}/stat`);
   return {
-    cpuSeconds: cpuOf(`/proc/${pid}/stat`),
+    cpuSeconds: cpuSecondsOf(fields),
     mainThreadCpuSeconds: cpuOf(`/proc/${pid}/task/${pid}/stat`),
     runQueueSeconds,
     rssBytes: kb('VmRSS'),
     hwmBytes: kb('VmHWM'),
     threadCpuSeconds,
-    // proc(5): minflt is field 10, stime field 15; `fields` starts at field 3.
+    // proc(5): minflt is field 10, stime field 15.
     systemCpuSeconds: Number(fields[12]) / 100,
     minorFaults: Number(fields[7]),
   };
