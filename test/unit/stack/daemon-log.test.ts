@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { logFile, runningPid, startDaemon, stackPaths } from '../../../scripts/stack/context.js';
+import { waitFor } from '../../helpers/stack.js';
 
 const home = mkdtempSync(join(tmpdir(), 'logship-daemon-log-'));
 const paths = stackPaths(home);
@@ -14,11 +14,7 @@ after(() => rmSync(home, { recursive: true, force: true }));
 async function startAndWait(name: string): Promise<void> {
   const marker = `logship-daemon-log-test-${name}`;
   startDaemon(paths, { name, command: process.execPath, args: ['-e', `console.log(${JSON.stringify(marker)})`, marker], marker });
-  const deadline = Date.now() + 10_000;
-  while (runningPid(paths, name) !== undefined || !readFileSync(logFile(paths, name), 'utf8').includes(`${marker}\n`)) {
-    if (Date.now() > deadline) throw new Error(`${name} did not print its line within 10 s`);
-    await sleep(20);
-  }
+  await waitFor(`${name} to print its line and exit`, () => runningPid(paths, name) === undefined && readFileSync(logFile(paths, name), 'utf8').includes(`${marker}\n`), 10_000, 20);
 }
 
 describe('stack daemons: log files', () => {
