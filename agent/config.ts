@@ -89,6 +89,13 @@ export const agentConfigSchema = z
           maxBatchBytes: z.number().int().min(16 * KIB).default(MIB).describe('A produce request is sent once this many bytes are queued (or lingerMs passed).'),
           lingerMs: z.number().int().min(0).default(50).describe('How long a message may wait for others to fill a batch.'),
           maxBufferedBytes: z.number().int().min(MIB).default(8 * MIB).describe('Bytes queued or in flight above which reading pauses (backpressure).'),
+          producers: z
+            .number()
+            .int()
+            .min(1)
+            .max(8)
+            .default(2)
+            .describe("Idempotent producers (lanes), each with one produce request in flight: with two, one request is encoded and compressed while the broker handles another. A pod's messages always take the same lane, so per-pod order holds."),
           retryInitialDelayMs: z.number().int().min(1).default(200).describe('First backoff after a failed batch.'),
           retryMaxDelayMs: z.number().int().min(1).default(30_000).describe('Longest backoff between attempts; attempts never stop.'),
       })

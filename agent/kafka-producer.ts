@@ -1,8 +1,8 @@
 /**
- * The agent's producer: kafkajs behind a small accumulator that batches messages by bytes and linger
- * time, sends one batch at a time (idempotent, acks=all, so per-partition order holds), calls each
- * message's `onAck` once Kafka acknowledged it, and bounds the bytes it holds: when Kafka is slow or
- * away, `waitForCapacity` makes the readers wait instead of memory growing.
+ * The agent's producer: kafkajs behind small accumulators that batch messages by bytes and linger
+ * time, send them idempotently with acks=all, call each message's `onAck` once Kafka acknowledged it,
+ * and bound the bytes they hold: when Kafka is slow or away, `waitForCapacity` makes the readers wait
+ * instead of memory growing.
  */
 import { CompressionTypes, type Kafka, type Message, type Producer, type TopicMessages } from 'kafkajs';
 import { describeError } from '../shared/errors.js';
@@ -20,6 +20,8 @@ export interface ProducerOptions {
   /** Backoff between attempts of a failed batch; attempts never stop (lines are never dropped). */
   retryInitialDelayMs: number;
   retryMaxDelayMs: number;
+  /** Lanes: idempotent producers with one request in flight each; a key always takes the same lane. */
+  producers: number;
 }
 
 export interface OutgoingMessage {
@@ -40,17 +42,143 @@ export interface ProducerStats {
   sendFailures: number;
 }
 
+/**
+ * The agent's producer: `options.producers` lanes, each an idempotent kafkajs producer with one
+ * request in flight. A pod's messages (one key) always take the same lane, so per-pod order holds
+ * through retries; with more than one lane, one request is encoded and compressed while another
+ * waits for the broker. The bound on buffered bytes is shared by all lanes.
+ */
 export class AgentProducer {
+  readonly stats: ProducerStats = { messagesAcked: 0, bytesAcked: 0, batchesSent: 0, sendFailures: 0 };
+  private readonly lanes: ProducerLane[];
+  private readonly buffer: SharedBuffer;
+  private closed = false;
+
+  constructor(
+    kafka: Kafka,
+    private readonly options: ProducerOptions,
+    logger: Logger,
+    onSendFailure: (error: unknown) => void = () => undefined,
+  ) {
+    this.buffer = new SharedBuffer(options.maxBufferedBytes);
+    const lanes = Math.max(1, options.producers);
+    this.lanes = Array.from(
+      { length: lanes },
+      (_, lane) => new ProducerLane(kafka, options, lanes === 1 ? logger : logger.child({ lane }), this.buffer, this.stats, onSendFailure),
+    );
+  }
+
+  async connect(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.connect()));
+  }
+
+  /** Every lane's kafkajs producer is connected. */
+  get isConnected(): boolean {
+    return this.lanes.every((lane) => lane.connected);
+  }
+
+  /** Bytes queued or in flight. */
+  get bufferedBytes(): number {
+    return this.buffer.bytes;
+  }
+
+  hasCapacity(): boolean {
+    return this.buffer.hasCapacity();
+  }
+
+  /** Resolves when the buffer has room again (or at once if it has). */
+  waitForCapacity(): Promise<void> {
+    if (this.hasCapacity() || this.closed) return Promise.resolve();
+    return this.buffer.waitForCapacity();
+  }
+
+  /** Queues a message; the caller should have waited for capacity. */
+  enqueue(message: OutgoingMessage): void {
+    if (this.closed) throw new Error('producer closed');
+    this.laneFor(message.key).enqueue(message);
+  }
+
+  /** Sends everything queued now and resolves once all of it was acknowledged. */
+  async flush(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.flush()));
+  }
+
+  /** Stops: waits for queued messages for at most as long as `signal` allows, then disconnects. */
+  async close(signal?: AbortSignal): Promise<void> {
+    if (!this.closed) {
+      const flushed = this.flush();
+      await (signal ? Promise.race([flushed, abortPromise(signal)]) : flushed);
+    }
+    this.closed = true;
+    this.buffer.close();
+    await Promise.all(this.lanes.map((lane) => lane.close()));
+  }
+
+  private laneFor(key: string): ProducerLane {
+    const lanes = this.lanes;
+    return lanes.length === 1 ? (lanes[0] as ProducerLane) : (lanes[laneIndex(key, lanes.length)] as ProducerLane);
+  }
+}
+
+/** The lane of a key: FNV-1a over its UTF-16 code units, modulo the number of lanes. */
+export function laneIndex(key: string, lanes: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
+}
+
+/** The bytes all lanes hold (queued + in flight), and the readers waiting for room. */
+class SharedBuffer {
+  bytes = 0;
+  private waiters: (() => void)[] = [];
+  private closed = false;
+
+  constructor(private readonly maxBytes: number) {}
+
+  hasCapacity(): boolean {
+    return this.bytes < this.maxBytes;
+  }
+
+  waitForCapacity(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  add(bytes: number): void {
+    this.bytes += bytes;
+  }
+
+  release(bytes: number): void {
+    this.bytes -= bytes;
+    this.wake();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    if (!this.hasCapacity() && !this.closed) return;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
+
+/**
+ * One idempotent kafkajs producer behind an accumulator that batches messages by bytes and linger
+ * time and sends one batch at a time; a failed batch is retried with backoff, never dropped.
+ */
+class ProducerLane {
+  connected = false;
   private queue: OutgoingMessage[] = [];
   private queuedBytes = 0;
-  private inFlightBytes = 0;
   private sending = false;
   private lingerTimer: NodeJS.Timeout | undefined;
-  private capacityWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
-  private closed = false;
-  private connected = false;
-  readonly stats: ProducerStats = { messagesAcked: 0, bytesAcked: 0, batchesSent: 0, sendFailures: 0 };
   private readonly producer: Producer;
   private readonly stopSending = new AbortController();
 
@@ -58,7 +186,9 @@ export class AgentProducer {
     kafka: Kafka,
     private readonly options: ProducerOptions,
     private readonly logger: Logger,
-    private readonly onSendFailure: (error: unknown) => void = () => undefined,
+    private readonly buffer: SharedBuffer,
+    private readonly stats: ProducerStats,
+    private readonly onSendFailure: (error: unknown) => void,
   ) {
     this.producer = kafka.producer({
       idempotent: true,
@@ -75,52 +205,24 @@ export class AgentProducer {
     this.connected = true;
   }
 
-  get isConnected(): boolean {
-    return this.connected;
-  }
-
-  /** Bytes queued or in flight. */
-  get bufferedBytes(): number {
-    return this.queuedBytes + this.inFlightBytes;
-  }
-
-  hasCapacity(): boolean {
-    return this.bufferedBytes < this.options.maxBufferedBytes;
-  }
-
-  /** Resolves when the buffer has room again (or at once if it has). */
-  waitForCapacity(): Promise<void> {
-    if (this.hasCapacity() || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.capacityWaiters.push(resolve));
-  }
-
-  /** Queues a message; the caller should have waited for capacity. */
   enqueue(message: OutgoingMessage): void {
-    if (this.closed) throw new Error('producer closed');
     this.queue.push(message);
     this.queuedBytes += message.size;
+    this.buffer.add(message.size);
     if (this.queuedBytes >= this.options.maxBatchBytes) this.kick();
     else this.lingerTimer ??= setTimeout(() => this.kick(), this.options.lingerMs);
   }
 
-  /** Sends everything queued now and resolves once all of it was acknowledged. */
   async flush(): Promise<void> {
     this.kick();
     if (this.queue.length === 0 && !this.sending) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Stops: waits for queued messages for at most as long as `signal` allows, then disconnects. */
-  async close(signal?: AbortSignal): Promise<void> {
-    if (!this.closed) {
-      const flushed = this.flush();
-      await (signal ? Promise.race([flushed, abortPromise(signal)]) : flushed);
-    }
-    this.closed = true;
+  async close(): Promise<void> {
     this.stopSending.abort();
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
-    this.wakeCapacityWaiters();
     await this.producer.disconnect();
   }
 
@@ -134,7 +236,7 @@ export class AgentProducer {
     void this.sendLoop();
   }
 
-  /** One batch at a time until the queue is empty; a failed batch is retried with backoff, never dropped. */
+  /** One batch at a time until the queue is empty. */
   private async sendLoop(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.stopSending.signal.aborted) {
@@ -165,11 +267,10 @@ export class AgentProducer {
           bytes += message.size;
           message.onAck();
         }
-        this.inFlightBytes -= bytes;
         this.stats.messagesAcked += batch.length;
         this.stats.bytesAcked += bytes;
         this.stats.batchesSent++;
-        this.wakeCapacityWaiters();
+        this.buffer.release(bytes);
         // Wait for a fuller batch unless there is already enough, or the linger time runs out.
         if (this.queue.length > 0 && this.queuedBytes < this.options.maxBatchBytes && this.idleWaiters.length === 0) {
           this.lingerTimer ??= setTimeout(() => this.kick(), this.options.lingerMs);
@@ -198,15 +299,7 @@ export class AgentProducer {
     const batch = this.queue.slice(0, count);
     this.queue = this.queue.slice(count);
     this.queuedBytes -= bytes;
-    this.inFlightBytes += bytes;
     return batch;
-  }
-
-  private wakeCapacityWaiters(): void {
-    if (!this.hasCapacity() && !this.closed) return;
-    const waiters = this.capacityWaiters;
-    this.capacityWaiters = [];
-    for (const resolve of waiters) resolve();
   }
 }
 
