@@ -54,12 +54,7 @@ export class AgentProducer {
   private readonly buffer: SharedBuffer;
   private closed = false;
 
-  constructor(
-    kafka: Kafka,
-    private readonly options: ProducerOptions,
-    logger: Logger,
-    onSendFailure: (error: unknown) => void = () => undefined,
-  ) {
+  constructor(kafka: Kafka, options: ProducerOptions, logger: Logger, onSendFailure: (error: unknown) => void = () => undefined) {
     this.buffer = new SharedBuffer(options.maxBufferedBytes);
     const lanes = Math.max(1, options.producers);
     this.lanes = Array.from(
