@@ -34,7 +34,8 @@ describe('agent producer lanes (real Kafka)', () => {
   });
 
   it('sends through every lane, one lane per key: all messages once, per-key order, bounded buffer', async () => {
-    const keys = Array.from({ length: 12 }, (_, i) => `0000000${i.toString(16)}-aaaa-4aaa-8aaa-aaaaaaaaaaaa`);
+    // 13 pods: a count prime to the lanes, so that messages dealt out in turn would not happen to keep one lane per pod.
+    const keys = Array.from({ length: 13 }, (_, i) => `0000000${i.toString(16)}-aaaa-4aaa-8aaa-aaaaaaaaaaaa`);
     assert.equal(new Set(keys.map((key) => laneIndex(key, LANES))).size, LANES, 'the keys cover every lane');
     const maxBufferedBytes = MIB;
     const producer = new AgentProducer(
