@@ -83,7 +83,6 @@ export class AgentProducer {
 
   /** Resolves when the buffer has room again (or at once if it has). */
   waitForCapacity(): Promise<void> {
-    if (this.hasCapacity() || this.closed) return Promise.resolve();
     return this.buffer.waitForCapacity();
   }
 
@@ -110,8 +109,7 @@ export class AgentProducer {
   }
 
   private laneFor(key: string): ProducerLane {
-    const lanes = this.lanes;
-    return lanes.length === 1 ? (lanes[0] as ProducerLane) : (lanes[laneIndex(key, lanes.length)] as ProducerLane);
+    return this.lanes[laneIndex(key, this.lanes.length)] as ProducerLane;
   }
 }
 
@@ -137,7 +135,9 @@ class SharedBuffer {
     return this.bytes < this.maxBytes;
   }
 
+  /** Resolves when there is room again, or at once if there is (or the producer closed). */
   waitForCapacity(): Promise<void> {
+    if (this.hasCapacity() || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
