@@ -52,7 +52,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { bundleBinary, deployedEnv, machineReferenceMs, procStat, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds } from './runtime.js';
+import { bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { deleteTopics } from '../scripts/stack/topics.js';
@@ -326,39 +326,6 @@ interface DrainResult {
   fetchPausedSeconds: number;
 }
 
-interface CommitProgress {
-  /** Milliseconds since the aggregator was started. */
-  readonly atMs: number;
-  readonly records: number;
-}
-
-/** Share of the records between which the sustained rate is measured. */
-const SUSTAINED_FROM = 0.1;
-const SUSTAINED_TO = 0.9;
-
-/**
- * The rate at which records were committed while the pipeline was saturated: from the poll that first
- * saw 10% of them committed to the one that first saw 90%. A whole-drain rate also counts start-up,
- * the first batches, and the last partial batches, which only an age limit seals (5 s here: with one
- * core, that tail was a quarter of a 1,000,000-record drain). Commits come in steps (every
- * `commitIntervalMs`), so the window spans many of them.
- */
-function sustainedRate(progress: readonly CommitProgress[], total: number): { recordsPerSec: number; fromMs: number; toMs: number } {
-  const from = progress.find((p) => p.records >= total * SUSTAINED_FROM);
-  const to = progress.find((p) => p.records >= total * SUSTAINED_TO);
-  if (from === undefined || to === undefined || to.atMs <= from.atMs) return { recordsPerSec: Number.NaN, fromMs: Number.NaN, toMs: Number.NaN };
-  return { recordsPerSec: ((to.records - from.records) * 1000) / (to.atMs - from.atMs), fromMs: from.atMs, toMs: to.atMs };
-}
-
-/** The progress as `<seconds>s=<records>`, the last poll of each second, to check the sustained window. */
-function bySecond(progress: readonly CommitProgress[]): string {
-  const second = (p: CommitProgress | undefined): number => Math.floor((p?.atMs ?? Number.NaN) / 1000);
-  return progress
-    .filter((p, i) => second(p) !== second(progress[i + 1]))
-    .map((p) => `${(p.atMs / 1000).toFixed(1)}s=${p.records}`)
-    .join(' ');
-}
-
 /** Records before the given offsets (committed offsets; -1 = none). */
 function recordsIn(plan: Backlog, offsets: ReadonlyMap<string, number>): number {
   let total = 0;
@@ -404,7 +371,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
     const total = plan.total;
     const deadline = Date.now() + RUN_TIMEOUT_MS;
     /** (time, records committed) at every poll that saw the count move; the first is the first commit. */
-    const progress: CommitProgress[] = [];
+    const progress: Progress[] = [];
     let readyAt = 0;
     let cpuAtReady = 0;
     let doneAt = 0;
@@ -422,7 +389,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       }
       const now = performance.now();
       const done = recordsIn(plan, offsets);
-      if (done !== (progress[progress.length - 1]?.records ?? 0)) progress.push({ atMs: now - startedAt, records: done });
+      if (done !== (progress[progress.length - 1]?.done ?? 0)) progress.push({ atMs: now - startedAt, done });
       if (readyAt === 0 && (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false))) {
         readyAt = performance.now();
         cpuAtReady = procStat(pid).cpuSeconds;
@@ -452,14 +419,14 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
     ]);
     const drainSeconds = (doneAt - startedAt) / 1000;
     const sustained = sustainedRate(progress, total);
-    log(`${name}: committed records by second: ${bySecond(progress)}`);
+    log(`${name}: committed records by second: ${progressBySecond(progress)}`);
     return {
       records: total,
       drainSeconds,
       firstCommitSeconds: (progress[0]?.atMs ?? Number.NaN) / 1000,
       drainRecordsPerSec: total / drainSeconds,
-      recordsPerSec: sustained.recordsPerSec,
-      sustainedWindow: [round(sustained.fromMs / 1000), round(sustained.toMs / 1000)],
+      recordsPerSec: sustained.perSec,
+      sustainedWindow: [round((sustained.from?.atMs ?? Number.NaN) / 1000), round((sustained.to?.atMs ?? Number.NaN) / 1000)],
       cpuSeconds: stat.cpuSeconds,
       readySeconds: readyAt === 0 ? Number.NaN : (readyAt - startedAt) / 1000,
       cpuSecondsAfterReady: stat.cpuSeconds - cpuAtReady,
