@@ -8,8 +8,8 @@ import { ShutdownCoordinator } from '../shared/shutdown.js';
 import { agentConfigSchema } from './config.js';
 import { startAgent } from './pipeline.js';
 
-/** Old generation limit at 4x the live heap: see shared/v8-heap.ts (measured in bench/agent.ts). */
-const HEAP_GROWING_PERCENT = 300;
+/** Old generation limit at 2x the live heap: see shared/v8-heap.ts (measured in bench/agent.ts). */
+const HEAP_GROWING_PERCENT = 100;
 
 setHeapGrowingPercent(HEAP_GROWING_PERCENT);
 const outcome = parseCli({ binary: 'logship-agent', schema: agentConfigSchema });

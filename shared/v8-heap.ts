@@ -10,8 +10,17 @@
  * pool in shared/kafka.ts) that lived across the await for the broker's answer, so they got promoted;
  * with a small live heap (~20 MiB), V8's own growth factor (about 1.5 there) started a full collection
  * every ~10 MiB of them: 486 in a 3M-line agent benchmark, and the V8 helper threads used a third of
- * the agent's CPU marking the same live heap over and over. A fixed factor lets ~3 times the live heap accumulate instead; the garbage
- * is short-lived Buffers, so peak memory grows by that much at most.
+ * the agent's CPU marking the same live heap over and over. A fixed factor lets the garbage accumulate
+ * up to a multiple of the live heap instead.
+ *
+ * Which multiple: 300 (4x) was set before the request buffers were pooled. Since then the agent's
+ * memory is a sawtooth at that setting: promoted Buffers that are already garbage (~1.7 MiB/s at
+ * 170k lines/s) pile up as external memory for ~18 s, from ~27 to ~60 MiB, and the old generation
+ * from ~18 to ~42 MiB, until the full collection. Its peak lands wherever a run stops on the saw:
+ * 150.8-162.8 MiB in 6M- and 9M-line runs (125-145 in 3M-line runs, which end on its way up). At
+ * 100 (2x): 11-13 full collections per 6M lines instead of 5-7, no CPU difference above the
+ * machine's noise (4.38 against 4.35 CPU s per million lines in a pair at the same speed), and a
+ * peak of 118-122 MiB.
  *
  * A `--heap-growing-percent` on the node command line wins (the operator chose).
  *
