@@ -20,7 +20,7 @@
  * 150.8-162.8 MiB in 6M- and 9M-line runs (125-145 in 3M-line runs, which end on its way up). At
  * 100 (2x): 11-13 full collections per 6M lines instead of 5-7, no CPU difference above the
  * machine's noise (4.38 against 4.35 CPU s per million lines in a pair at the same speed), and a
- * peak of 118-122 MiB.
+ * peak of 117-122 MiB.
  *
  * A `--heap-growing-percent` on the node command line wins (the operator chose).
  *
