@@ -17,10 +17,10 @@
  * memory is a sawtooth at that setting: promoted Buffers that are already garbage (~1.7 MiB/s at
  * 170k lines/s) pile up as external memory for ~18 s, from ~27 to ~60 MiB, and the old generation
  * from ~18 to ~42 MiB, until the full collection. Its peak lands wherever a run stops on the saw:
- * 150.8-162.8 MiB in 6M- and 9M-line runs (125-145 in 3M-line runs, which end on its way up). At
- * 100 (2x): 11-13 full collections per 6M lines instead of 5-7, no CPU difference above the
- * machine's noise (4.38 against 4.35 CPU s per million lines in a pair at the same speed), and a
- * peak of 117-122 MiB.
+ * 143.6-162.8 MiB in 10 runs of 6M and 9M lines, 8 of them over 150 (125-145 in 3M-line runs,
+ * which end on its way up). At 100 (2x): 11-13 full collections per 6M lines instead of 5-7, no CPU
+ * difference above the machine's noise (4.38 against 4.35 CPU s per million lines in a pair at the
+ * same speed), and a peak of 117.2-121.7 MiB in 10 runs.
  *
  * A `--heap-growing-percent` on the node command line wins (the operator chose).
  *
