@@ -19,8 +19,8 @@
  * from ~18 to ~42 MiB, until the full collection. Its peak lands wherever a run stops on the saw:
  * 143.6-162.8 MiB in 10 runs of 6M and 9M lines, 8 of them over 150 (125-145 in 3M-line runs,
  * which end on its way up). At 100 (2x): 11-13 full collections per 6M lines instead of 5-7, no CPU
- * difference above the machine's noise (4.38 against 4.35 CPU s per million lines in a pair at the
- * same speed), and a peak of 117.2-121.7 MiB in 10 runs.
+ * difference above the machine's noise (4.38 against 4.35 CPU s per million lines in a pair at
+ * similar speed, machine references 537/336 and 599/388 ms), and a peak of 117.2-121.7 MiB in 10 runs.
  *
  * A `--heap-growing-percent` on the node command line wins (the operator chose).
  *
