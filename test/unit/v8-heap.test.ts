@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { collectAndCompact, setHeapGrowingPercent } from '../../shared/v8-heap.js';
+import { collectAndCompact, keepsFreedPages, setHeapGrowingPercent } from '../../shared/v8-heap.js';
 
 /** V8's `gc`, as `--expose-gc` installs it, for a test process started without that flag. */
 function exposedGc(): () => void {
@@ -41,6 +41,26 @@ describe('collectAndCompact', () => {
 
   it('does nothing without a collector (node started without --expose-gc)', () => {
     assert.equal(collectAndCompact(undefined, []), false);
+  });
+
+  it('ends with a last-resort collection where V8 keeps freed pages (V8 12 and later), not before', () => {
+    const calls: unknown[][] = [];
+    const recorder = (...args: unknown[]): void => {
+      calls.push(args);
+    };
+    assert.equal(collectAndCompact(recorder, [], '12.4.254.21-node.56'), true);
+    assert.deepEqual(calls, [[], [], [{ type: 'major', execution: 'sync', flavor: 'last-resort' }]]);
+    calls.length = 0;
+    assert.equal(collectAndCompact(recorder, [], '11.3.244.8-node.38'), true);
+    assert.deepEqual(calls, [[], []]);
+  });
+});
+
+describe('keepsFreedPages', () => {
+  it('is true from V8 12 on (Node 22)', () => {
+    assert.equal(keepsFreedPages('11.3.244.8-node.38'), false);
+    assert.equal(keepsFreedPages('12.4.254.21-node.56'), true);
+    assert.equal(keepsFreedPages('13.6.233.10-node.28'), true);
   });
 });
 
