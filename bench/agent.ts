@@ -18,7 +18,8 @@
  * in the next three, then ~1%. A DaemonSet pays that once a start; a 3M-line run (20 s) paid it on
  * most of its lines, which is why the default is 6M.
  *
- * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE_FLAGS (extra node
+ * Knobs: BENCH_LINES, BENCH_FILES, BENCH_CPU, BENCH_IDLE_MS, BENCH_CWD, BENCH_NODE (the node the agent
+ * runs under, the images' Node.js by default: see bench/runtime.ts), BENCH_NODE_FLAGS (extra node
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
  * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_ENV (see bench/runtime.ts),
@@ -38,7 +39,7 @@ import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { deleteNamespaceNow } from '../scripts/stack/namespaces.js';
 import { deleteTopics as deleteStackTopics } from '../scripts/stack/topics.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
-import { bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress, type ProcStat } from './runtime.js';
+import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 6_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -191,9 +192,10 @@ async function main(): Promise<void> {
   // Another agent answering there (a concurrent bench) would be measured instead of ours.
   if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const node = benchNode((message) => process.stderr.write(`bench: ${message}\n`));
   const referenceBefore = machineReferenceMs(CPU);
   const releaseCpu = reserveCpu(CPU, (message) => process.stderr.write(`bench: ${message}\n`));
-  const child = spawn('taskset', ['-c', CPU, process.execPath, ...nodeFlags, binary, '--config', configFile], {
+  const child = spawn('taskset', ['-c', CPU, node.path, ...nodeFlags, binary, '--config', configFile], {
     stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
     env: { ...process.env, ...AGENT_ENV.env, KAFKAJS_NO_PARTITIONER_WARNING: '1' },
@@ -302,9 +304,10 @@ async function main(): Promise<void> {
     idle_heap_used_mib: round(heapUsed / 2 ** 20),
     idle_external_mib: round(external / 2 ** 20),
     cpu: CPU,
-    node: process.version,
+    node: node.version,
+    harness_node: process.version,
     agent_env: AGENT_ENV.env,
-    as_deployed: AGENT_ENV.asDeployed && nodeFlags.length === 0,
+    as_deployed: AGENT_ENV.asDeployed && nodeFlags.length === 0 && node.asImage,
     cpu_reserved: RESERVE_CPU,
     node_flags: nodeFlags.join(' '),
     // The machine's speed before and after the run (bench/runtime.ts): CPU ms of a fixed job, lower is faster.

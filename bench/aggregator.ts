@@ -26,7 +26,7 @@
  * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/runtime.ts).
  *
  * Environment: BENCH_RECORDS (1,000,000), BENCH_ES_RECORDS (BENCH_RECORDS), BENCH_CPU (1), BENCH_RUNS
- * (s3,es,bulk), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
+ * (s3,es,bulk), BENCH_NODE (see bench/runtime.ts: the images' Node.js by default), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * Deployment's), BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
  * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function; with
@@ -52,7 +52,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress } from './runtime.js';
+import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, type BenchNode, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { deleteTopics } from '../scripts/stack/topics.js';
@@ -69,6 +69,12 @@ const ES_RECORDS = Math.min(RECORDS, Number(process.env.BENCH_ES_RECORDS ?? RECO
 const CPU = process.env.BENCH_CPU ?? '1';
 const RUNS = new Set((process.env.BENCH_RUNS ?? 's3,es,bulk').split(',').map((s) => s.trim()));
 const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+let aggregatorNode: BenchNode | undefined;
+/** The node the aggregator runs under (benchNode: the images' Node.js unless BENCH_NODE says otherwise). */
+function nodeOfAggregator(): BenchNode {
+  aggregatorNode ??= benchNode(log);
+  return aggregatorNode;
+}
 /** NODE_OPTIONS and MALLOC_* of the aggregator Deployment: the benchmark runs what is deployed. */
 const AGGREGATOR_ENV = deployedEnv('aggregator-deployment.yaml', 'aggregator');
 const PROFILE_DIR = process.env.BENCH_CPU_PROF_DIR;
@@ -355,7 +361,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
   const out = openSync(logFile, 'w');
   const startedAt = performance.now();
   const serversAtStart = serverCpuSeconds();
-  const child = spawn('taskset', ['-c', CPU, process.execPath, ...flags, binary, '--config', configFile], {
+  const child = spawn('taskset', ['-c', CPU, nodeOfAggregator().path, ...flags, binary, '--config', configFile], {
     stdio: ['ignore', out, out],
     cwd: REPO_ROOT,
     env: { ...process.env, ...AGGREGATOR_ENV.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
@@ -841,10 +847,11 @@ async function main(): Promise<void> {
     s3_batch_max_age_ms: S3_BATCH_MAX_AGE_MS,
     config_overrides: { BENCH_CONFIG: EXTRA_CONFIG, BENCH_S3_SINK: EXTRA_S3_SINK, BENCH_ES_SINK: EXTRA_ES_SINK, BENCH_NODE_FLAGS: NODE_FLAGS.join(' ') },
     aggregator_env: AGGREGATOR_ENV.env,
-    as_deployed: AGGREGATOR_ENV.asDeployed && NODE_FLAGS.length === 0 && Object.keys({ ...EXTRA_CONFIG, ...EXTRA_S3_SINK, ...EXTRA_ES_SINK }).length === 0,
+    as_deployed: AGGREGATOR_ENV.asDeployed && NODE_FLAGS.length === 0 && nodeOfAggregator().asImage && Object.keys({ ...EXTRA_CONFIG, ...EXTRA_S3_SINK, ...EXTRA_ES_SINK }).length === 0,
     cpu: CPU,
     cpu_reserved: RESERVE_CPU,
-    node: process.version,
+    node: nodeOfAggregator().version,
+    harness_node: process.version,
   });
   mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true });
   writeFileSync(join(REPO_ROOT, 'bench', 'results', 'aggregator.json'), `${JSON.stringify(result, null, 2)}\n`);
