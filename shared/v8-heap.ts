@@ -81,13 +81,13 @@ export function collectAndCompact(
 const RELEASE_PAGES = { type: 'major', execution: 'sync', flavor: 'last-resort' } as const;
 
 /**
- * Whether this V8 keeps the pages a collection freed for reuse instead of returning them (12 and
- * later: Node 22, the images' runtime). There a full collection empties pages but the process's RSS
- * stays at its high-water mark: after a benchmark run, the agent idled at 112-114 MiB on Node
- * 22.23.2 against ~80 on Node 20, with ~10 MiB of 256 KiB V8 pages resident beyond the heap's own
- * committed size. A `last-resort` collection (V8's own when memory runs out) gives the pooled pages
- * back; Node 20's V8 returns them after any full collection, and its `gc()` with options does not
- * collect synchronously, so it is left out there.
+ * Whether this V8 keeps the pages a collection freed, for reuse, instead of returning them (12 and
+ * later: Node 22, the images' runtime). There a full collection empties pages but they stay resident:
+ * after a benchmark run the agent idled at 111.8-114.1 MiB on Node 22.23.2 (~80 on Node 20), its V8
+ * heap 28 MiB committed while 39-41 MiB of V8's 256 KiB pages were resident. A `last-resort`
+ * collection (what V8 does when memory runs out) also gives the kept pages back: idle 92.5-93.9 MiB.
+ * Node 20's V8 returns them after any full collection, and its `gc()` with options did not collect
+ * at once in a test, so it is left out there.
  */
 export function keepsFreedPages(v8Version: string): boolean {
   return Number.parseInt(v8Version, 10) >= 12;
