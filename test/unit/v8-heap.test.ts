@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -13,6 +14,12 @@ function exposedGc(): () => void {
 /** Bytes of pages the old generation holds (the young one's size varies with the process's flags). */
 function oldSpaceBytes(): number {
   return getHeapSpaceStatistics().find((space) => space.space_name === 'old_space')?.space_size ?? Number.NaN;
+}
+
+/** The process's resident set (VmRSS). */
+function residentBytes(): number {
+  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return Number(kib) * 1024;
 }
 
 /**
@@ -41,6 +48,21 @@ describe('collectAndCompact', () => {
 
   it('does nothing without a collector (node started without --expose-gc)', () => {
     assert.equal(collectAndCompact(undefined, []), false);
+  });
+
+  it('leaves the process resident set near where it was before a burst of garbage', () => {
+    const gc = exposedGc();
+    collectAndCompact(gc, []);
+    const before = residentBytes();
+    let burst: object[] | undefined = Array.from({ length: 600_000 }, (_, i) => ({ i, name: `burst-${String(i)}`, list: [i, i] }));
+    gc(); // promoted: the burst's pages are the old generation's
+    const during = residentBytes();
+    assert.ok(during - before > 48 * 2 ** 20, `the burst grew the resident set by ${String(during - before)} bytes only`);
+    assert.equal(burst.length, 600_000);
+    burst = undefined; // garbage now
+    collectAndCompact(gc, []);
+    const after = residentBytes();
+    assert.ok(after - before < (during - before) / 3, `resident ${String(before)} → ${String(during)} → ${String(after)} bytes`);
   });
 
   it('ends with a last-resort collection where V8 keeps freed pages (V8 12 and later), not before', () => {
