@@ -10,12 +10,13 @@
  * (e.g. `{"LD_PRELOAD":"…/libjemalloc.so.2","MALLOC_CONF":"…"}`); `asDeployed` says whether anything was replaced.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { bundleBinaries } from '../scripts/bundle.js';
-import { REPO_ROOT, runningPid, stackHome, stackPaths } from '../scripts/stack/context.js';
+import { imageNode, imageNodeVersion } from '../scripts/image-node.js';
+import { REPO_ROOT, runningPid, stackPaths } from '../scripts/stack/context.js';
 
 export interface DeployedEnv {
   readonly env: Record<string, string>;
@@ -146,9 +147,8 @@ export interface BenchNode {
 /**
  * The node a benchmark runs the binary under. By default the images' own Node.js (the version of the
  * Dockerfile's NODE_IMAGE), as deployed: the machine's node may be another major, and the majors differ
- * in memory (V8 12, Node 22, keeps the pages a collection freed: shared/v8-heap.ts). It comes from the
- * npm registry's `node-<platform>-<arch>` package of that version, unpacked once into the stack's cache
- * (`<stack home>/node/<version>`) and reused. BENCH_NODE=system runs the node running the benchmark,
+ * in memory (V8 12, Node 22, keeps the pages a collection freed: shared/v8-heap.ts). It is fetched once
+ * (scripts/image-node.ts). BENCH_NODE=system runs the node running the benchmark,
  * BENCH_NODE=<path> a node of your choice.
  */
 export function benchNode(log: (message: string) => void): BenchNode {
@@ -157,35 +157,6 @@ export function benchNode(log: (message: string) => void): BenchNode {
   const path = choice === 'system' ? process.execPath : choice === 'image' ? imageNode(image, log) : choice;
   const version = execFileSync(path, ['--version'], { encoding: 'utf8' }).trim();
   return { path, version, asImage: version === `v${image}` };
-}
-
-/** The Node.js version of the images: the Dockerfile's `ARG NODE_IMAGE=node:<version>-…`. */
-export function imageNodeVersion(): string {
-  const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
-  const version = /^ARG NODE_IMAGE=node:(\d+\.\d+\.\d+)/m.exec(dockerfile)?.[1];
-  if (version === undefined) throw new Error('Dockerfile: no `ARG NODE_IMAGE=node:<x.y.z>…` line');
-  return version;
-}
-
-/** `<stack home>/node/<version>/bin/node`, unpacked from the npm registry's package when missing. */
-function imageNode(version: string, log: (message: string) => void): string {
-  const home = join(stackHome(), 'node', version);
-  const node = join(home, 'bin', 'node');
-  if (existsSync(node)) return node;
-  const pkg = `node-${process.platform}-${process.arch}@${version}`;
-  log(`fetching Node.js ${version} for the benchmarked binary (npm package ${pkg})…`);
-  mkdirSync(dirname(home), { recursive: true });
-  const staging = mkdtempSync(join(dirname(home), `.${version}-`));
-  try {
-    const tarball = execFileSync('npm', ['pack', pkg, '--silent', '--pack-destination', staging], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? '';
-    execFileSync('tar', ['-xzf', join(staging, tarball), '-C', staging, '--strip-components=1']);
-    rmSync(join(staging, tarball));
-    renameSync(staging, home);
-  } catch (error) {
-    rmSync(staging, { recursive: true, force: true });
-    throw error;
-  }
-  return node;
 }
 
 /** Bundles both binaries into `<work>/bundle` as the images ship them (scripts/bundle.ts); returns the path of `binary`'s entry. */

@@ -5,7 +5,6 @@
  * from a clean folder as the image starts them.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -14,6 +13,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_ROOT, stackPaths } from '../../scripts/stack/context.js';
 import { kubeBinary } from '../../scripts/stack/kubernetes.js';
 import { testKube } from './kube.js';
+import { exitOf } from './process.js';
 import { stack } from './stack.js';
 
 export const K8S_DIR = join(REPO_ROOT, 'k8s');
@@ -202,7 +202,7 @@ export function startBuiltBinary(appDir: string, binary: 'agent' | 'aggregator',
   };
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  const exited = exitOf(child, (error) => (output += `\n${String(error)}\n`));
   return {
     child,
     opsUrl,

@@ -3,7 +3,6 @@
  * their output, SIGTERM and kill -9.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../scripts/stack/context.js';
 
@@ -42,7 +41,7 @@ export function startLogshipProcess(binary: 'agent' | 'aggregator', configFile: 
   };
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  const exited = exitOf(child, (error) => (output += `\n${String(error)}\n`));
   return {
     child,
     opsUrl,
@@ -59,3 +58,17 @@ export function startLogshipProcess(binary: 'agent' | 'aggregator', configFile: 
   };
 }
 
+/**
+ * The child's exit code; `null` when a signal ended it or when it never started. A process that could
+ * not be spawned (EACCES, ENOENT) emits 'error' and no 'exit': resolving then, instead of waiting or
+ * rejecting, lets a test's clean-up run (stop its Kafka consumers) rather than hang the file.
+ */
+export function exitOf(child: ChildProcess, onError: (error: Error) => void): Promise<number | null> {
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.on('error', (error) => {
+      onError(error);
+      if (child.pid === undefined) resolve(null);
+    });
+  });
+}
