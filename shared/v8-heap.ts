@@ -54,8 +54,9 @@ type GarbageCollector = (options?: { type: 'major'; execution: 'sync'; flavor: '
  * idle: the heap's pages went from 49 to 27 MB committed after a benchmark run (RSS 107 → 85 MiB).
  * The plain one comes first so that its sweep leaves free space for the compaction to move live
  * objects into: compacting straight away, on pages full of garbage, took fresh pages and raised the
- * process's peak RSS by ~17 MiB. Needs `--expose-gc` (returns false without it); V8 takes the flag
- * at run time, and it is turned off again unless node was started with it.
+ * process's peak RSS by ~17 MiB. On V8 12 and later a last-resort collection follows, which returns
+ * the emptied pages to the system (keepsFreedPages). Needs `--expose-gc` (returns false without it);
+ * V8 takes the flag at run time, and it is turned off again unless node was started with it.
  */
 export function collectAndCompact(
   gc: GarbageCollector | undefined = (globalThis as { gc?: GarbageCollector }).gc,
