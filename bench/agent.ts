@@ -192,9 +192,10 @@ async function main(): Promise<void> {
   // Another agent answering there (a concurrent bench) would be measured instead of ours.
   if (await reachable(`127.0.0.1:${OPS_PORT}`)) throw new Error(`port ${OPS_PORT} is in use: is another agent benchmark running?`);
   const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const node = benchNode((message) => process.stderr.write(`bench: ${message}\n`));
+  const log = (message: string): void => void process.stderr.write(`bench: ${message}\n`);
+  const node = benchNode(log);
   const referenceBefore = machineReferenceMs(CPU);
-  const releaseCpu = reserveCpu(CPU, (message) => process.stderr.write(`bench: ${message}\n`));
+  const releaseCpu = reserveCpu(CPU, log);
   const child = spawn('taskset', ['-c', CPU, node.path, ...nodeFlags, binary, '--config', configFile], {
     stdio: ['ignore', process.env.BENCH_AGENT_STDOUT ? 'inherit' : 'ignore', 'inherit'],
     cwd: process.env.BENCH_CWD ?? REPO_ROOT,
@@ -280,7 +281,7 @@ async function main(): Promise<void> {
     // Between the polls that first saw 10% and 90% of the lines acknowledged (bench/runtime.ts):
     // without the JIT's warm-up at the start (see the module comment) and the last batches.
     sustained_lines_per_sec: Math.round(sustained.perSec),
-    sustained_window_seconds: [round((sustained.from?.atMs ?? Number.NaN) / 1000), round((sustained.to?.atMs ?? Number.NaN) / 1000)],
+    sustained_window_seconds: sustained.windowSeconds.map(round),
     sustained_cpu_s_per_million_lines: round(sustainedCpu),
     main_thread_cpu_seconds: round(busy.mainThreadCpuSeconds - atReady.mainThreadCpuSeconds),
     system_cpu_seconds: round(busy.systemCpuSeconds - atReady.systemCpuSeconds),

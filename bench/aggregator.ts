@@ -311,7 +311,7 @@ interface DrainResult {
   /** Records per second while the pipeline is saturated (see sustainedRate). */
   recordsPerSec: number;
   /** Seconds after the start between which `recordsPerSec` was measured. */
-  sustainedWindow: [number, number];
+  sustainedWindow: number[];
   cpuSeconds: number;
   /** Seconds from the start until /readyz answered 200 (consumer running, sink healthy). */
   readySeconds: number;
@@ -432,7 +432,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       firstCommitSeconds: (progress[0]?.atMs ?? Number.NaN) / 1000,
       drainRecordsPerSec: total / drainSeconds,
       recordsPerSec: sustained.perSec,
-      sustainedWindow: [round((sustained.from?.atMs ?? Number.NaN) / 1000), round((sustained.to?.atMs ?? Number.NaN) / 1000)],
+      sustainedWindow: sustained.windowSeconds.map(round),
       cpuSeconds: stat.cpuSeconds,
       readySeconds: readyAt === 0 ? Number.NaN : (readyAt - startedAt) / 1000,
       cpuSecondsAfterReady: stat.cpuSeconds - cpuAtReady,

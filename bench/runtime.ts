@@ -270,11 +270,11 @@ const SUSTAINED_TO = 0.9;
  * quarter of a 1,000,000-record drain on one core). `from` and `to` are the two polls (NaN rate when
  * the progress never got there), so that a caller can take other figures over the same window.
  */
-export function sustainedRate<P extends Progress>(progress: readonly P[], total: number): { perSec: number; from?: P; to?: P } {
+export function sustainedRate<P extends Progress>(progress: readonly P[], total: number): { perSec: number; windowSeconds: [number, number]; from?: P; to?: P } {
   const from = progress.find((p) => p.done >= total * SUSTAINED_FROM);
   const to = progress.find((p) => p.done >= total * SUSTAINED_TO);
-  if (from === undefined || to === undefined || to.atMs <= from.atMs) return { perSec: Number.NaN };
-  return { perSec: ((to.done - from.done) * 1000) / (to.atMs - from.atMs), from, to };
+  if (from === undefined || to === undefined || to.atMs <= from.atMs) return { perSec: Number.NaN, windowSeconds: [Number.NaN, Number.NaN] };
+  return { perSec: ((to.done - from.done) * 1000) / (to.atMs - from.atMs), windowSeconds: [from.atMs / 1000, to.atMs / 1000], from, to };
 }
 
 /** The progress as `<seconds>s=<done>`, the last poll of each second, to check the sustained window. */
