@@ -36,6 +36,9 @@ const LINES = 20;
 
 interface CommandResult {
   code: number;
+  /** Standard output alone. */
+  stdout: string;
+  /** Standard output, then standard error. */
   output: string;
 }
 
@@ -44,7 +47,7 @@ function run(command: string, args: string[], timeoutMs = 60_000): Promise<Comma
     execFile(command, args, { cwd: REPO_ROOT, timeout: timeoutMs }, (error, stdout, stderr) => {
       // A non-zero exit is a result; failing to start (or a timeout) is an error.
       if (error && typeof error.code !== 'number') reject(new Error(`${command} ${args.join(' ')}: ${error.message}`, { cause: error }));
-      else resolve({ code: error ? Number(error.code) : 0, output: `${stdout}${stderr}` });
+      else resolve({ code: error ? Number(error.code) : 0, stdout, output: `${stdout}${stderr}` });
     });
   });
 }
@@ -216,10 +219,11 @@ describe('monitoring: alert rules and Grafana dashboard', () => {
   let promtool = 'promtool';
 
   before(async () => {
-    // Installs Debian's prometheus package when promtool is missing (idempotent), and says where it is.
+    // Installs Debian's prometheus package when promtool is missing (idempotent), and prints where it
+    // is on standard output; apt's progress goes to standard error.
     const installed = await run('bash', [INSTALL_PROMTOOL], 10 * 60_000);
     assert.equal(installed.code, 0, `install-promtool.sh failed:\n${installed.output}`);
-    promtool = installed.output.trim().split('\n').pop() ?? 'promtool';
+    promtool = installed.stdout.trim().split('\n').pop() ?? 'promtool';
   });
 
   it('reads metric names and label matchers out of PromQL', () => {
