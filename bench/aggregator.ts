@@ -21,7 +21,8 @@
  *
  * CPU comes from /proc (all threads, the main thread alone, and the time spent waiting for the core;
  * also the stack's servers' over each drain),
- * counted from /readyz on; peak RSS is VmHWM. The last output line is one JSON object, also written to
+ * counted from /readyz on; peak RSS is VmHWM over the drain, idle RSS is VmRSS once the drained aggregator
+ * has waited BENCH_IDLE_MS (45 s) with nothing to consume. The last output line is one JSON object, also written to
  * bench/results/aggregator.json. Everything else the aggregator is configured with is its default, and
  * it runs with the NODE_OPTIONS and MALLOC_* of the aggregator Deployment (bench/runtime.ts).
  *
@@ -29,7 +30,7 @@
  * (s3,es,bulk), BENCH_NODE (see bench/runtime.ts: the images' Node.js by default), BENCH_NODE_FLAGS, BENCH_NODE_OPTIONS / BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * Deployment's), BENCH_CONFIG / BENCH_S3_SINK / BENCH_ES_SINK (JSON deep-merged into
  * the config file and the sink's entry, to try other settings), BENCH_BULK_CONCURRENCY,
- * BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function; with
+ * BENCH_IDLE_MS, BENCH_CPU_PROF_DIR (`node --cpu-prof` of each run, summarised by file and function; with
  * BUNDLE_MINIFY=0 the functions keep their source names), BENCH_LOG_DIR
  * (keep the aggregator's output), BENCH_KEEP_TOPICS=1 / BENCH_REUSE_TOPICS=<prefix> (iterate without
  * producing again), BENCH_RUN_TIMEOUT_MS, BENCH_RESERVE_CPU=1 (the stack's servers move off the aggregator's CPU).
@@ -109,6 +110,8 @@ const PLAIN_BULK_TIMEOUT_MS = 120_000;
 /** Bulk requests in flight in the plain loop: the runner's partitions in flight × the sink's requests per batch. */
 const PLAIN_BULK_CONCURRENCY = Number(process.env.BENCH_BULK_CONCURRENCY ?? ES_RUNNER_CONCURRENCY * ES_SINK_CONCURRENCY);
 const S3_BATCH_MAX_AGE_MS = 5_000;
+/** After the drain, the aggregator waits with nothing to consume this long before its RSS is read (`*_idle_rss_mib`). */
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 45_000);
 
 // ---- the records ----------------------------------------------------------------------------------
 
@@ -327,6 +330,8 @@ interface DrainResult {
   /** CPU seconds of the stack's servers (Kafka, and Elasticsearch or MinIO) over the drain. */
   serverCpuSeconds: Record<string, number>;
   peakRssBytes: number;
+  /** RSS after IDLE_MS with the backlog drained and nothing new to consume. */
+  idleRssBytes: number;
   deadLetters: number;
   batches: number;
   fetchPausedSeconds: number;
@@ -426,6 +431,13 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
     const drainSeconds = (doneAt - startedAt) / 1000;
     const sustained = sustainedRate(progress, total);
     log(`${name}: committed records by second: ${progressBySecond(progress)}`);
+    const idleRss: string[] = [];
+    for (let waited = 0; waited < IDLE_MS; waited += 1_000) {
+      await sleep(1_000);
+      idleRss.push((procStat(pid).rssBytes / 2 ** 20).toFixed(0));
+    }
+    const idleRssBytes = procStat(pid).rssBytes;
+    log(`${name}: RSS MiB by second after the drain: ${idleRss.join(' ')}`);
     return {
       records: total,
       drainSeconds,
@@ -443,6 +455,7 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
       minorFaults: stat.minorFaults,
       serverCpuSeconds: servers,
       peakRssBytes: stat.hwmBytes,
+      idleRssBytes,
       deadLetters,
       batches,
       fetchPausedSeconds,
@@ -736,6 +749,7 @@ async function main(): Promise<void> {
         s3_minor_page_faults: r.minorFaults,
         s3_server_cpu_seconds: r.serverCpuSeconds,
         s3_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
+        s3_idle_rss_mib: round(r.idleRssBytes / 2 ** 20),
         s3_rows: written.lines,
         s3_rows_checked: 'all objects read, lines counted',
         s3_objects: written.objects,
@@ -807,6 +821,7 @@ async function main(): Promise<void> {
         es_minor_page_faults: r.minorFaults,
         es_server_cpu_seconds: r.serverCpuSeconds,
         es_peak_rss_mib: round(r.peakRssBytes / 2 ** 20),
+        es_idle_rss_mib: round(r.idleRssBytes / 2 ** 20),
         es_documents: documents,
         es_batches: r.batches,
         es_dead_letters: r.deadLetters,
