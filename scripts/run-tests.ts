@@ -1,14 +1,15 @@
 /**
  * The project's test command (`npm test`): brings the stack up (installing it on a fresh machine),
- * then runs every test file with node:test, then the unit tests once more under the images' Node.js
+ * runs every test file with node:test, then runs them all once more under the images' Node.js
  * (scripts/image-node.ts, fetched once), which may be another major than the machine's: V8 12 (Node
  * 22) keeps freed heap pages where Node 20's V8 returns them (shared/v8-heap.ts), and only a run on
- * it shows whether the code handles that. `--unit` runs only the unit tests (on both), without the
- * stack. Extra arguments that name files run just those files, on the machine's node only.
+ * it shows whether the code, and the binaries the integration tests start, work there. `--unit` runs
+ * only the unit tests (on both), without the stack. Extra arguments that name files run just those
+ * files, on the machine's node only.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { delimiter, dirname, join, relative } from 'node:path';
 import { imageNode, imageNodeVersion } from './image-node.js';
 import { REPO_ROOT } from './stack/context.js';
 
@@ -24,9 +25,9 @@ function testFiles(dir: string): string[] {
     .sort();
 }
 
-function run(command: string, args: string[]): Promise<number> {
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: REPO_ROOT, stdio: 'inherit', env: { ...process.env, ...TEST_ENV } });
+    const child = spawn(command, args, { cwd: REPO_ROOT, stdio: 'inherit', env: { ...process.env, ...TEST_ENV, ...env } });
     child.once('error', reject);
     child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
   });
@@ -50,8 +51,9 @@ async function main(argv: string[]): Promise<number> {
   const version = imageNodeVersion();
   if (process.version === `v${version}`) return code;
   const imageNodePath = imageNode(version, (message) => process.stderr.write(`tests: ${message}\n`));
-  process.stderr.write(`tests: the unit tests again, under the images' Node.js ${version}\n`);
-  return run(imageNodePath, nodeTestArgs(testFiles('test/unit')));
+  process.stderr.write(`tests: ${unitOnly ? 'the unit tests' : 'every test'} again, under the images' Node.js ${version}\n`);
+  // First on PATH too: the binaries and tools the tests start run under it as well.
+  return run(imageNodePath, nodeTestArgs(files), { PATH: `${dirname(imageNodePath)}${delimiter}${process.env.PATH ?? ''}` });
 }
 
 function nodeTestArgs(files: readonly string[]): string[] {
