@@ -1,6 +1,6 @@
 /**
  * The Node.js the images run (the Dockerfile's NODE_IMAGE), for running code on it on a machine that
- * has another node: the benchmarks run the binaries under it, and `npm test` runs the unit tests under
+ * has another node: the benchmarks run the binaries under it, and `npm test` runs every test under
  * it too. It comes from the npm registry's `node-<platform>-<arch>` package of that version, unpacked
  * once into the stack's cache (`<stack home>/node/<version>/bin/node`) and reused.
  */
