@@ -7,7 +7,8 @@
 # Stages: `build` compiles TypeScript with the dev dependencies and bundles each binary with its
 # libraries (scripts/bundle.ts: one minified file per binary plus on-demand chunks, only the parts of
 # each library that are used: the Kubernetes client alone was ~70 MiB of the agent's memory unbundled).
-# `runtime` is the Node image with that bundle and nothing else: no node_modules, no npm. Docker does
+# `runtime` is the Node image with that bundle and nothing else: no npm, no node_modules but koffi's
+# prebuilt native module (the agent's idle page-out, shared/resident-memory.ts). Docker does
 # not run on the project's machines: test/integration/runtime-layout.test.ts proves the same layout
 # (the bundle alone in a clean folder, started as uid 65532).
 

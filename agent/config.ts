@@ -109,6 +109,25 @@ export const agentConfigSchema = z
       })
       .prefault({})
       .describe('Checkpoint storage.'),
+    idle: z
+      .strictObject({
+        reclaimAfterMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(5_000)
+          .describe('Quiet time (nothing read, nothing to send) after which pooled buffers are dropped and the heap is collected and compacted, once per quiet spell.'),
+        pageOutAfterMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(30_000)
+          .describe(
+            'Quiet time after which the kernel is asked to reclaim the pages of node\'s binary and libraries the agent holds (madvise MADV_PAGEOUT, Linux 5.4 and later) and glibc\'s free heap, once per quiet spell; what work needs again is read back when it resumes. 0 turns it off. Kept above reclaimAfterMs.',
+          ),
+      })
+      .prefault({})
+      .describe('Giving memory back when there is nothing to do.'),
     shutdown: z
       .strictObject({
         timeoutMs: z.number().int().min(100).default(25_000).describe('Time allowed for a graceful stop (stop reading, flush, checkpoint); keep below terminationGracePeriodSeconds.'),
@@ -121,6 +140,9 @@ export const agentConfigSchema = z
     }
     if (c.kafka.maxBufferedBytes < c.kafka.maxBatchBytes) {
       ctx.addIssue({ code: 'custom', path: ['kafka', 'maxBufferedBytes'], message: 'must be at least kafka.maxBatchBytes' });
+    }
+    if (c.idle.pageOutAfterMs !== 0 && c.idle.pageOutAfterMs < c.idle.reclaimAfterMs) {
+      ctx.addIssue({ code: 'custom', path: ['idle', 'pageOutAfterMs'], message: 'must be 0 (off) or at least idle.reclaimAfterMs' });
     }
     if (c.kafka.retryMaxDelayMs < c.kafka.retryInitialDelayMs) {
       ctx.addIssue({ code: 'custom', path: ['kafka', 'retryMaxDelayMs'], message: 'must be at least kafka.retryInitialDelayMs' });

@@ -5,9 +5,18 @@
  * and sending have been quiet for `quietMs`, this drops the pools and runs a full collection that
  * also compacts the heap (when the process runs with `--expose-gc`, as the DaemonSet sets in
  * NODE_OPTIONS; see shared/v8-heap.ts); then nothing more until work resumes and stops again. That
- * takes ~0.1–0.2 s of CPU once per quiet spell.
+ * takes ~0.1–0.2 s of CPU once per quiet spell. A later step (the page-out of node's binary, see
+ * shared/resident-memory.ts) waits for a longer quiet spell, so that a trickle of lines every few
+ * seconds does not have those pages read back again and again.
  */
 import { collectAndCompact } from '../shared/v8-heap.js';
+
+/** A step taken once per quiet spell, after a longer quiet time than the release. */
+export interface LaterStep {
+  /** Quiet time before it runs; at least the reclaimer's `quietMs`. */
+  quietMs: number;
+  run: () => void;
+}
 
 export interface IdleReclaimerOptions {
   /** A number that changes whenever the agent does work (bytes read, messages acknowledged…). */
@@ -20,6 +29,8 @@ export interface IdleReclaimerOptions {
   quietMs: number;
   /** Collects the heap's garbage after `release` (default: a full, compacting collection). */
   collect?: () => void;
+  /** Runs once the agent has been quiet longer (the page-out of shared/resident-memory.ts). */
+  later?: LaterStep;
   now?: () => number;
 }
 
@@ -28,6 +39,7 @@ export class IdleReclaimer {
   private lastActivity = Number.NaN;
   private quietSince = 0;
   private reclaimed = false;
+  private laterDone = false;
   private readonly now: () => number;
 
   constructor(private readonly options: IdleReclaimerOptions) {
@@ -35,7 +47,8 @@ export class IdleReclaimer {
   }
 
   start(): void {
-    const checkMs = Math.max(100, Math.floor(this.options.quietMs / 2));
+    const shortest = Math.min(this.options.quietMs, this.options.later?.quietMs ?? Number.POSITIVE_INFINITY);
+    const checkMs = Math.max(100, Math.floor(shortest / 2));
     this.timer = setInterval(() => this.check(), checkMs);
     this.timer.unref();
   }
@@ -45,7 +58,10 @@ export class IdleReclaimer {
     this.timer = undefined;
   }
 
-  /** Reclaims if the agent has been quiet long enough since its last work; returns whether it did. */
+  /**
+   * Reclaims if the agent has been quiet long enough since its last work, then runs the later step
+   * when it has been quiet for that long; returns whether it did either.
+   */
   check(): boolean {
     const activity = this.options.activity();
     const now = this.now();
@@ -53,12 +69,22 @@ export class IdleReclaimer {
       this.lastActivity = activity;
       this.quietSince = now;
       this.reclaimed = false;
+      this.laterDone = false;
       return false;
     }
-    if (this.reclaimed || now - this.quietSince < this.options.quietMs) return false;
-    this.reclaimed = true;
-    this.options.release();
-    (this.options.collect ?? collectAndCompact)();
-    return true;
+    const quietFor = now - this.quietSince;
+    if (!this.reclaimed && quietFor >= this.options.quietMs) {
+      this.reclaimed = true;
+      this.options.release();
+      (this.options.collect ?? collectAndCompact)();
+      return true;
+    }
+    const later = this.options.later;
+    if (this.reclaimed && later && !this.laterDone && quietFor >= later.quietMs) {
+      this.laterDone = true;
+      later.run();
+      return true;
+    }
+    return false;
   }
 }

@@ -19,6 +19,10 @@ export interface AgentMetricSources {
 export class AgentMetrics {
   readonly errors: Counter<'reason'>;
   readonly backpressureSeconds: Counter;
+  /** Idle reclaims by step: `release` (buffers and heap), `page_out` (node's pages), `page_out_failed`. */
+  readonly idleSteps: Counter<'step'>;
+  /** Resident bytes the page-outs gave back (RSS before minus after). */
+  readonly pagedOutBytes: Counter;
 
   constructor(registry: Registry, sources: AgentMetricSources) {
     const counters = sources.counters;
@@ -110,5 +114,13 @@ export class AgentMetrics {
       },
     });
     this.backpressureSeconds = new Counter({ name: 'logship_agent_backpressure_seconds_total', help: 'Time reading waited for the producer to drain.', registers: [registry] });
+    this.idleSteps = new Counter({
+      name: 'logship_agent_idle_reclaims_total',
+      help: 'Memory given back in quiet spells, by step: release (pooled buffers, heap collection), page_out (pages of node and its libraries), page_out_failed (page-out unavailable: it is then off).',
+      labelNames: ['step'],
+      registers: [registry],
+    });
+    for (const step of ['release', 'page_out', 'page_out_failed']) this.idleSteps.inc({ step }, 0);
+    this.pagedOutBytes = new Counter({ name: 'logship_agent_idle_paged_out_bytes_total', help: 'Resident memory the page-outs gave back (RSS before minus after).', registers: [registry] });
   }
 }

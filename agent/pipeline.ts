@@ -9,6 +9,8 @@ import { createKubeClients, loadKubeLibrary } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
 import { ShutdownCoordinator } from '../shared/shutdown.js';
+import { describeError } from '../shared/errors.js';
+import { ResidentMemory } from '../shared/resident-memory.js';
 import { CheckpointStore } from './checkpoint-store.js';
 import { IdleReclaimer } from './idle-reclaimer.js';
 import type { AgentConfig } from './config.js';
@@ -29,7 +31,6 @@ export interface RunningAgent {
 /** How long an error reason is logged at most once. */
 const ERROR_LOG_INTERVAL_MS = 30_000;
 /** Quiet time (nothing read, nothing sent) after which memory kept for the next burst is given back. */
-const IDLE_RECLAIM_MS = 5_000;
 
 export async function startAgent(config: AgentConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAgent> {
   const registry = createMetricsRegistry();
@@ -151,13 +152,44 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     release: () => {
       messages.releasePooled();
       releaseKafkaMemory();
+      metrics.idleSteps.inc({ step: 'release' });
     },
-    quietMs: IDLE_RECLAIM_MS,
+    quietMs: config.idle.reclaimAfterMs,
+    later: config.idle.pageOutAfterMs > 0 ? { quietMs: config.idle.pageOutAfterMs, run: pageOutStep(metrics, logger) } : undefined,
   });
   reclaimer.start();
   shutdown.register('stop idle reclaimer', () => reclaimer.stop());
   logger.info({ root: config.files.root, files: tails.trackedFiles, node: config.nodeName, cluster: config.cluster }, 'agent started');
   return { opsUrl: ops.url, shutdown };
+}
+
+/**
+ * The idle page-out (shared/resident-memory.ts): loads its library on first use; when that or the
+ * kernel's advice fails, logs why once, counts it, and stays off.
+ */
+function pageOutStep(metrics: AgentMetrics, logger: Logger): () => void {
+  let memory: Promise<ResidentMemory | undefined> | undefined;
+  const fail = (error: unknown): undefined => {
+    metrics.idleSteps.inc({ step: 'page_out_failed' });
+    logger.warn({ err: describeError(error) }, 'idle page-out unavailable, turned off');
+    memory = Promise.resolve(undefined);
+    return undefined;
+  };
+  return () => {
+    memory ??= ResidentMemory.load().catch(fail);
+    void memory.then((loaded) => {
+      if (!loaded) return;
+      try {
+        const result = loaded.pageOut();
+        metrics.idleSteps.inc({ step: 'page_out' });
+        metrics.pagedOutBytes.inc(Math.max(0, result.before.total - result.after.total));
+        const mib = (bytes: number): number => Math.round((bytes / 2 ** 20) * 10) / 10;
+        logger.debug({ rssMiB: mib(result.before.total), rssAfterMiB: mib(result.after.total), fileMiB: mib(result.after.file), mappings: result.mappings, ms: Math.round(result.durationMs) }, 'idle page-out');
+      } catch (error) {
+        fail(error);
+      }
+    });
+  };
 }
 
 /** `logs.{cluster}.{namespace}` → a function of the file's pod, memoised per namespace. */

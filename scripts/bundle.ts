@@ -1,18 +1,20 @@
 /**
  * Bundles the two binaries as the images ship them: `<outdir>/agent.mjs` and `<outdir>/aggregator.mjs`,
- * plus the chunks they load on demand (a sink's client library, the Kubernetes client) in
- * `<outdir>/chunks/`. Nothing else is needed at run time: no node_modules.
+ * plus the chunks they load on demand (a sink's client library, the Kubernetes client, koffi) in
+ * `<outdir>/chunks/`, and koffi's native module in `<outdir>/node_modules/@koromix/`. Nothing else is
+ * needed at run time: no other node_modules.
  *
  * Why bundle: a library's JavaScript source stays in memory once loaded, and only the parts a binary
  * names are kept here. @kubernetes/client-node alone is 21 MB of source (every generated API of
  * Kubernetes); loaded whole it added ~70 MiB to the agent's resident memory, bundled ~15 MiB
  * (bench/agent.ts measures the bundle). Minified, with names kept for stack traces; a source map
- * sits next to each file. `BUNDLE_MINIFY=0` leaves the code unminified, so that a CPU profile
+ * sits next to each file. koffi's prebuilt native module is copied next to the bundle (see
+ * copyNativePackages). `BUNDLE_MINIFY=0` leaves the code unminified, so that a CPU profile
  * of a benchmark run (BENCH_CPU_PROF_DIR) names the functions as the source does.
  *
  * Usage: tsx scripts/bundle.ts [--outdir dist/bundle] (part of `npm run build`).
  */
-import { rmSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -51,10 +53,27 @@ export async function bundleBinaries(outdir: string = BUNDLE_DIR): Promise<Metaf
     logLevel: 'warning',
     metafile: true,
   });
+  copyNativePackages(outdir);
   const outputs = Object.entries(result.metafile.outputs).filter(([file]) => file.endsWith('.mjs'));
   const total = outputs.reduce((sum, [, output]) => sum + output.bytes, 0);
   process.stderr.write(`bundle: ${String(outputs.length)} files, ${(total / 2 ** 20).toFixed(1)} MiB in ${relative(REPO_ROOT, outdir) || '.'}\n`);
   return result.metafile;
+}
+
+/**
+ * The one native part: koffi's prebuilt module for this platform (the agent's idle page-out, see
+ * shared/resident-memory.ts). koffi's JavaScript is in the bundle; at run time it `require`s its
+ * platform's package (`@koromix/koffi-linux-x64` here, with its glibc and musl builds), which is
+ * copied to `<outdir>/node_modules` where that `require` finds it. `npm ci` installs the package of
+ * the machine it runs on, so an image built on arm64 ships arm64's.
+ */
+export const NATIVE_PACKAGES_DIR = join('node_modules', '@koromix');
+
+function copyNativePackages(outdir: string): void {
+  const from = join(REPO_ROOT, NATIVE_PACKAGES_DIR);
+  const packages = existsSync(from) ? readdirSync(from).filter((name) => name.startsWith('koffi-')) : [];
+  if (packages.length === 0) process.stderr.write(`bundle: no koffi native package in ${from}: the agent's idle page-out will be off\n`);
+  for (const name of packages) cpSync(join(from, name), join(outdir, NATIVE_PACKAGES_DIR, name), { recursive: true });
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -1,11 +1,13 @@
 /**
  * The image layout without Docker: the Dockerfile's runtime stage is the bundle of scripts/bundle.ts
- * and nothing else (no node_modules). This test bundles into a clean folder, checks that the bundle
- * needs nothing but Node's built-in modules and its own files, then starts both binaries from it the
+ * and nothing else (no node_modules but koffi's native package). This test bundles into a clean
+ * folder, checks that the bundle needs nothing but Node's built-in modules and its own files, then
+ * starts both binaries from it the
  * way their pods start them (the uid, gid and groups of the manifests' securityContext, every
  * capability dropped, no_new_privs) against the stack, and watches them work: the agent reads a log
  * file that is root:root 0640 as a container runtime writes it and enriches its lines from the API
- * server, the aggregator writes to S3 and Elasticsearch.
+ * server and, once idle, pages out node's pages through koffi; the aggregator writes to S3 and
+ * Elasticsearch.
  */
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -19,7 +21,7 @@ import { REPO_ROOT } from '../../scripts/stack/context.js';
 import { cri, metricValue, RecordCollector } from '../helpers/agent.js';
 import { countDocuments, deleteIndices, deleteS3Prefix, logRecord, readS3Objects, RecordProducer, testS3Client } from '../helpers/aggregator.js';
 import type { Metafile } from 'esbuild';
-import { bundleBinaries } from '../../scripts/bundle.js';
+import { bundleBinaries, NATIVE_PACKAGES_DIR } from '../../scripts/bundle.js';
 import { findObject, K8S_DIR, kustomize, startBuiltBinary, type BuiltProcess, type RunAs } from '../helpers/deploy.js';
 import { createElasticsearchClient } from '../../shared/elasticsearch.js';
 import { elasticsearchConfig, stack, uniqueName, waitFor } from '../helpers/stack.js';
@@ -80,7 +82,10 @@ describe('runtime layout: the bundle alone, started as the pods start them', () 
   it('holds the two bundled binaries and their chunks, which need nothing but Node\'s built-in modules', (t) => {
     const files = filesUnder(app);
     for (const binary of ['agent', 'aggregator']) assert.ok(files.includes(`${binary}.mjs`), `${binary}.mjs`);
-    assert.ok(!files.some((f) => f.startsWith('node_modules')), 'no node_modules');
+    // One package besides: koffi's prebuilt native module (the agent's idle page-out), for this machine's platform.
+    const nativePackages = [...new Set(files.filter((f) => f.startsWith('node_modules')).map((f) => f.split('/').slice(0, 3).join('/')))];
+    assert.deepEqual(nativePackages, [`${NATIVE_PACKAGES_DIR}/koffi-${process.platform}-${process.arch}`], 'node_modules holds koffi\'s native package alone');
+    assert.ok(files.some((f) => f.startsWith(nativePackages[0] ?? '-') && f.endsWith('.node')), 'with its prebuilt module');
     const modules = files.filter((f) => f.endsWith('.mjs'));
     // What esbuild left as imports: every library is inside the bundle, so only Node's own modules and the bundle's chunks remain.
     const builtins = new Set(builtinModules);
@@ -175,6 +180,7 @@ describe('runtime layout: the bundle alone, started as the pods start them', () 
         kubernetes: { enabled: true, kubeconfig },
         kafka: { brokers: stack().kafka.brokers, clientId: 'logship-runtime-it', topicTemplate: `${topicPrefix}.{namespace}`, retryInitialDelayMs: 100, retryMaxDelayMs: 1_000 },
         checkpoints: { dir: state, intervalMs: 200 },
+        idle: { reclaimAfterMs: 500, pageOutAfterMs: 1_000 },
         shutdown: { timeoutMs: 10_000 },
       }),
       { mode: 0o644 },
@@ -204,11 +210,17 @@ describe('runtime layout: the bundle alone, started as the pods start them', () 
       });
       assert.equal(collector.records.filter((r) => r.record.message === 'crio-line').length, 0, 'a 0600 file stays unread without root');
     }
+    // Quiet now: the idle page-out loads koffi's native module from the bundle's folder, as the image's user.
+    const pagedOut = await waitFor('an idle page-out', async () => {
+      const value = await metricValue(opsUrl, 'logship_agent_idle_reclaims_total', { step: 'page_out' });
+      return value > 0 ? await metricValue(opsUrl, 'logship_agent_idle_paged_out_bytes_total') : undefined;
+    }, 30_000);
+    assert.equal(await metricValue(opsUrl, 'logship_agent_idle_reclaims_total', { step: 'page_out_failed' }), 0, agent.logs());
     assert.equal(await agent.stop(), 0, 'SIGTERM: a clean exit');
     const checkpoint = statSync(join(state, 'checkpoints.json'));
     if (IS_ROOT) assert.equal(checkpoint.uid, runAs.uid, 'checkpoints written by the agent\'s own uid');
     t.diagnostic(
-      `agent from the clean folder as ${IS_ROOT ? `uid ${runAs.uid} gid ${runAs.gid} groups ${runAs.groups.join(',')}, no capabilities, no_new_privs` : `the test user (uid ${String(process.getuid?.())}: not root, no uid switch)`}; NODE_OPTIONS=${env.NODE_OPTIONS ?? ''}; 50/50 lines of the 0640 file shipped; permission_denied ${denied} (the 0600 file)`,
+      `agent from the clean folder as ${IS_ROOT ? `uid ${runAs.uid} gid ${runAs.gid} groups ${runAs.groups.join(',')}, no capabilities, no_new_privs` : `the test user (uid ${String(process.getuid?.())}: not root, no uid switch)`}; NODE_OPTIONS=${env.NODE_OPTIONS ?? ''}; 50/50 lines of the 0640 file shipped; permission_denied ${denied} (the 0600 file); idle page-out gave back ${(pagedOut / 2 ** 20).toFixed(1)} MiB`,
     );
   });
 

@@ -54,3 +54,59 @@ describe('IdleReclaimer', () => {
     assert.equal(reclaimer.check(), true);
   });
 });
+
+describe('IdleReclaimer later step', () => {
+  function withLater(): { reclaimer: IdleReclaimer; state: { activity: number; now: number; releases: number; later: number; releasesAtLater: number[] } } {
+    const state = { activity: 0, now: 0, releases: 0, later: 0, releasesAtLater: [] as number[] };
+    const reclaimer = new IdleReclaimer({
+      activity: () => state.activity,
+      busy: () => false,
+      release: () => state.releases++,
+      collect: () => undefined,
+      quietMs: 1000,
+      later: {
+        quietMs: 5000,
+        run: () => {
+          state.releasesAtLater.push(state.releases);
+          state.later++;
+        },
+      },
+      now: () => state.now,
+    });
+    return { reclaimer, state };
+  }
+
+  it('runs once per quiet spell, after its own longer quiet time and after the release', () => {
+    const { reclaimer, state } = withLater();
+    reclaimer.check();
+    state.now = 1000;
+    assert.equal(reclaimer.check(), true, 'the release');
+    state.now = 4999;
+    assert.equal(reclaimer.check(), false);
+    assert.equal(state.later, 0);
+    state.now = 5000;
+    assert.equal(reclaimer.check(), true, 'the later step');
+    state.now = 60_000;
+    assert.equal(reclaimer.check(), false, 'once per quiet spell');
+    assert.deepEqual([state.releases, state.later], [1, 1]);
+    assert.deepEqual(state.releasesAtLater, [1], 'the release of the same quiet spell came first');
+  });
+
+  it('starts over when work resumes before the later step: a trickle of work never reaches it', () => {
+    const { reclaimer, state } = withLater();
+    reclaimer.check();
+    for (let t = 1; t <= 10; t++) {
+      state.now = t * 3000;
+      reclaimer.check(); // quiet for 3 s: the release, not the later step
+      state.activity++;
+      reclaimer.check();
+    }
+    assert.equal(state.releases, 10);
+    assert.equal(state.later, 0);
+    state.now = 30_000 + 5000;
+    assert.equal(reclaimer.check(), true, 'the release of this quiet spell');
+    assert.equal(reclaimer.check(), true, 'then, at the next look, the later step');
+    assert.deepEqual([state.releases, state.later], [11, 1], 'a long enough quiet spell reaches it');
+    assert.deepEqual(state.releasesAtLater, [11], 'after that spell\'s release');
+  });
+});

@@ -1,0 +1,131 @@
+/**
+ * Gives back the resident memory an idle Node.js process holds outside V8's heap: the pages of node's
+ * own binary and of the shared libraries it mapped, and glibc's free heap.
+ *
+ * Why: an agent that shipped a burst and went quiet keeps ~48 MiB of node's binary resident (code it
+ * ran once: V8's optimizing compilers, TLS, config parsing; read-only data such as the built-in modules'
+ * sources), more than half of its RSS. Those pages are clean copies of a file, and nothing but memory
+ * pressure makes the kernel take them back. `madvise(MADV_PAGEOUT)` (Linux >= 5.4) asks it to reclaim
+ * them now; the ones work needs again are read back on demand (page faults) when it resumes. Android
+ * compacts its background apps the same way. Pages the process wrote (relocated data, V8's heap) are
+ * anonymous memory and are left alone: without swap the kernel skips them.
+ *
+ * Only read-only mappings of files are advised (`r--p` and `r-xp` in /proc/self/maps): their pages can
+ * only be the file's content or, for relocated read-only data, anonymous copies that MADV_PAGEOUT keeps.
+ *
+ * Node offers no system call for this; koffi (a foreign-function library with prebuilt binaries)
+ * calls libc's `madvise` and `malloc_trim`. It is loaded on the first page-out, not before.
+ */
+import { readFileSync } from 'node:fs';
+
+/** Linux's MADV_PAGEOUT (include/uapi/asm-generic/mman-common.h). */
+const MADV_PAGEOUT = 21;
+
+/** A range of /proc/self/maps. */
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  path: string;
+}
+
+/** The mappings of /proc/<pid>/maps text (lines `start-end perms offset dev inode [path]`). */
+export function parseMaps(text: string): Mapping[] {
+  const mappings: Mapping[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (!match) continue;
+    mappings.push({ start: BigInt(`0x${match[1]}`), end: BigInt(`0x${match[2]}`), perms: match[3] ?? '', path: match[4] ?? '' });
+  }
+  return mappings;
+}
+
+/**
+ * The mappings worth paging out: private, read-only mappings of a file (code and read-only data of
+ * node and its libraries). Never a writable one, nor anonymous memory or the kernel's own ([vdso]…).
+ */
+export function pageOutCandidates(mappings: readonly Mapping[]): Mapping[] {
+  return mappings.filter((m) => m.path.startsWith('/') && m.perms[1] === '-' && m.perms[3] === 'p');
+}
+
+/** RSS by kind from /proc/self/status, in bytes. */
+export interface ResidentBytes {
+  total: number;
+  anon: number;
+  file: number;
+}
+
+export function parseResident(status: string): ResidentBytes {
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
+  return { total: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile') };
+}
+
+export function residentBytes(): ResidentBytes {
+  return parseResident(readFileSync('/proc/self/status', 'utf8'));
+}
+
+export interface PageOutResult {
+  /** Mappings advised, and their size (resident or not). */
+  mappings: number;
+  mappedBytes: number;
+  /** RSS before and after. */
+  before: ResidentBytes;
+  after: ResidentBytes;
+  /** Whether glibc's `malloc_trim` gave free heap memory back (always false on other C libraries). */
+  heapTrimmed: boolean;
+  durationMs: number;
+}
+
+type Madvise = (addr: bigint, length: bigint, advice: number) => number;
+
+/** libc's calls, through koffi. */
+export class ResidentMemory {
+  private constructor(
+    private readonly madvise: Madvise,
+    private readonly mallocTrim: ((pad: number) => number) | undefined,
+    private readonly errno: () => number,
+  ) {}
+
+  /**
+   * Loads koffi and binds libc's functions; rejects with the reason when that cannot be done (no
+   * prebuilt koffi for this platform, not Linux).
+   */
+  static async load(): Promise<ResidentMemory> {
+    if (process.platform !== 'linux') throw new Error(`page-out needs Linux (this is ${process.platform})`);
+    const koffi = (await import('koffi')).default;
+    // The process's own symbols: libc's, whichever libc it is.
+    const libc = koffi.load(null);
+    const madvise = libc.func('int madvise(uintptr_t addr, size_t length, int advice)') as Madvise;
+    let mallocTrim: ((pad: number) => number) | undefined;
+    try {
+      mallocTrim = libc.func('int malloc_trim(size_t pad)') as (pad: number) => number;
+    } catch {
+      mallocTrim = undefined; // not glibc
+    }
+    return new ResidentMemory(madvise, mallocTrim, () => koffi.errno());
+  }
+
+  /**
+   * Advises every read-only file mapping out of memory and trims glibc's heap. Throws when the kernel
+   * refuses the advice (EINVAL before Linux 5.4); a mapping that went away meanwhile (ENOMEM) is skipped.
+   */
+  pageOut(maps: string = readFileSync('/proc/self/maps', 'utf8')): PageOutResult {
+    const startedAt = performance.now();
+    const before = residentBytes();
+    const candidates = pageOutCandidates(parseMaps(maps));
+    let mappedBytes = 0n;
+    for (const m of candidates) {
+      if (this.madvise(m.start, m.end - m.start, MADV_PAGEOUT) !== 0) {
+        const errno = this.errno();
+        if (errno === ENOMEM) continue;
+        throw new Error(`madvise(MADV_PAGEOUT) on ${m.path} failed with errno ${String(errno)}${errno === EINVAL ? ' (the kernel predates Linux 5.4)' : ''}`);
+      }
+      mappedBytes += m.end - m.start;
+    }
+    const heapTrimmed = this.mallocTrim ? this.mallocTrim(0) === 1 : false;
+    return { mappings: candidates.length, mappedBytes: Number(mappedBytes), before, after: residentBytes(), heapTrimmed, durationMs: performance.now() - startedAt };
+  }
+}
+
+const EINVAL = 22;
+const ENOMEM = 12;
