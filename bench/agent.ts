@@ -8,8 +8,11 @@
  * MB/s of log bytes, CPU seconds per million lines (all threads; the main thread's share apart), time
  * reading waited for Kafka (backpressure), time the agent's threads waited for the core (other
  * processes on it), the CPU the stack's servers used meanwhile (Kafka above all; the machine has two
- * cores), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do. The last
- * output line is one JSON object, also written to bench/results/agent.json.
+ * cores), peak RSS (VmHWM over the whole run) and RSS after IDLE_MS with nothing to do (sampled every
+ * second meanwhile: before and after the idle page-out of shared/resident-memory.ts). Then it writes
+ * WAKE_LINES more lines and measures how the agent wakes up: time until Kafka acknowledged them, CPU,
+ * and the page faults that read back what the page-out gave away. The last output line is one JSON
+ * object, also written to bench/results/agent.json.
  *
  * Besides the whole run, the rate and CPU per line are measured while the agent is saturated, between
  * the polls that saw 10% and 90% of the lines acknowledged (`sustained_…`, as the aggregator's
@@ -23,7 +26,8 @@
  * arguments, e.g. --cpu-prof), BENCH_NODE_OPTIONS and BENCH_MALLOC_MMAP_THRESHOLD (replace the
  * DaemonSet's settings), BENCH_KAFKA (JSON merged into the agent's `kafka` settings), BENCH_RESERVE_CPU=1
  * (the stack's servers move off the agent's CPU, see reserveCpu), BENCH_ENV (see bench/runtime.ts),
- * BENCH_KUBERNETES=0 (enrichment off: no API server, path-derived metadata).
+ * BENCH_KUBERNETES=0 (enrichment off: no API server, path-derived metadata), BENCH_PAGE_OUT_MS (the
+ * agent's idle.pageOutAfterMs; 0 turns the page-out off), BENCH_WAKE_LINES.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
@@ -44,7 +48,12 @@ import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, pro
 const LINES = Number(process.env.BENCH_LINES ?? 6_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
 const LINE_BYTES = 170;
-const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
+/** Past the agent's idle page-out (idle.pageOutAfterMs, 30 s by default). */
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 45_000);
+/** idle.pageOutAfterMs for the agent (0: off); the agent's default when unset. */
+const PAGE_OUT_MS = process.env.BENCH_PAGE_OUT_MS === undefined ? undefined : Number(process.env.BENCH_PAGE_OUT_MS);
+/** Lines written after the idle time, spread over the files: how the agent wakes up. */
+const WAKE_LINES = Number(process.env.BENCH_WAKE_LINES ?? 20_000);
 /** Kubernetes enrichment, on as deployed; BENCH_KUBERNETES=0 runs with path-derived metadata only. */
 const ENRICH = process.env.BENCH_KUBERNETES !== '0';
 const CPU = process.env.BENCH_CPU ?? '1';
@@ -130,15 +139,18 @@ async function deleteTopics(brokers: string[], prefix: string): Promise<void> {
   }
 }
 
-/** CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB. */
-function writeLogs(root: string, pods: readonly BenchPod[]): number {
-  const perFile = Math.ceil(LINES / FILES);
+/**
+ * CRI lines of exactly LINE_BYTES bytes, all whole (`F`): runtimes split only lines over 16 KiB.
+ * `lines` spread evenly over the pods' files; appended to files already there.
+ */
+function writeLogs(root: string, pods: readonly BenchPod[], lines: number): number {
+  const perFile = Math.ceil(lines / pods.length);
   let bytes = 0;
   const time = '2026-11-22T04:17:19.123456789Z';
   for (const [f, pod] of pods.entries()) {
     const dir = join(root, `${pod.namespace}_${pod.name}_${pod.uid}`, 'app');
     mkdirSync(dir, { recursive: true });
-    const fd = openSync(join(dir, '0.log'), 'w');
+    const fd = openSync(join(dir, '0.log'), 'a');
     const chunk: string[] = [];
     for (let i = 0; i < perFile; i++) {
       const head = `${time} stdout F `;
@@ -170,7 +182,7 @@ async function main(): Promise<void> {
     : Array.from({ length: FILES }, (_, f) => ({ namespace: `${prefix}-ns-${f % NAMESPACES}`, name: `api-${f}`, uid: `${String(f).padStart(8, '0')}-0000-4000-8000-000000000000` }));
   const root = join(work, 'pods');
   const t0 = Date.now();
-  const bytes = writeLogs(root, pods);
+  const bytes = writeLogs(root, pods, LINES);
   const lines = Math.ceil(LINES / FILES) * FILES;
   process.stderr.write(`bench: wrote ${lines} lines (${(bytes / 1e6).toFixed(0)} MB) in ${FILES} files in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
 
@@ -186,6 +198,7 @@ async function main(): Promise<void> {
       kubernetes: ENRICH ? { enabled: true, kubeconfig: endpoints.kubernetes.kubeconfig } : { enabled: false },
       kafka: { brokers: endpoints.kafka.brokers, topicTemplate: `${prefix}.{namespace}`, ...(JSON.parse(process.env.BENCH_KAFKA ?? '{}') as object) },
       checkpoints: { dir: join(work, 'state') },
+      ...(PAGE_OUT_MS === undefined ? {} : { idle: { pageOutAfterMs: PAGE_OUT_MS } }),
     }),
   );
   const url = `http://127.0.0.1:${OPS_PORT}`;
@@ -210,7 +223,10 @@ async function main(): Promise<void> {
   let serversBusy: Record<string, number>;
   let busy: ProcStat;
   let idle: ProcStat;
-  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number, metadataHits: number;
+  let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number, metadataHits: number, pageOuts: number, pagedOutBytes: number;
+  /** RSS every second of the idle time, MiB. */
+  const idleTrace: number[] = [];
+  let wake: { ms: number; start: ProcStat; end: ProcStat } | undefined;
   /** Lines Kafka acknowledged at every poll that saw the count move, with the agent's CPU then. */
   const progress: (Progress & { cpuSeconds: number })[] = [];
   try {
@@ -241,16 +257,36 @@ async function main(): Promise<void> {
     if (!doneAt) throw new Error('agent did not finish in time');
     busy = procStat(pid);
     serversBusy = serverCpuSeconds();
-    await sleep(IDLE_MS);
+    // Nothing polls the agent meanwhile: /proc only.
+    for (let second = 1; second * 1000 <= IDLE_MS; second++) {
+      await sleep(doneAt + second * 1000 - Date.now());
+      idleTrace.push(round(procStat(pid).rssBytes / 2 ** 20));
+    }
     idle = procStat(pid);
-    [heapTotal, heapUsed, external, backpressure, messages, metadataHits] = await Promise.all([
+    [heapTotal, heapUsed, external, backpressure, messages, metadataHits, pageOuts, pagedOutBytes] = await Promise.all([
       fetchMetricSum(url, 'nodejs_heap_size_total_bytes'),
       fetchMetricSum(url, 'nodejs_heap_size_used_bytes'),
       fetchMetricSum(url, 'nodejs_external_memory_bytes'),
       fetchMetricSum(url, 'logship_agent_backpressure_seconds_total'),
       fetchMetricSum(url, 'logship_agent_kafka_messages_acked_total'),
       fetchMetricSum(url, 'logship_agent_metadata_lookups_total', { result: 'hit' }),
+      fetchMetricSum(url, 'logship_agent_idle_reclaims_total', { step: 'page_out' }),
+      fetchMetricSum(url, 'logship_agent_idle_paged_out_bytes_total'),
     ]);
+    if (WAKE_LINES > 0) {
+      const wakeStart = procStat(pid);
+      const wokeAt = Date.now();
+      const wakeBytes = writeLogs(root, pods, WAKE_LINES);
+      const wakeLines = Math.ceil(WAKE_LINES / FILES) * FILES;
+      for (;;) {
+        if (Date.now() > deadline) throw new Error('the agent did not ship the wake-up lines in time');
+        const [produced, unshipped] = await Promise.all([fetchMetricSum(url, 'logship_agent_records_produced_total'), fetchMetricSum(url, 'logship_agent_unshipped_bytes')]);
+        if (produced >= lines + wakeLines && unshipped === 0) break;
+        await sleep(20);
+      }
+      wake = { ms: Date.now() - wokeAt, start: wakeStart, end: procStat(pid) };
+      process.stderr.write(`bench: ${wakeLines} wake-up lines (${(wakeBytes / 1e6).toFixed(1)} MB) shipped in ${wake.ms} ms\n`);
+    }
   } finally {
     releaseCpu();
     child.kill('SIGTERM');
@@ -304,6 +340,22 @@ async function main(): Promise<void> {
     idle_heap_total_mib: round(heapTotal / 2 ** 20),
     idle_heap_used_mib: round(heapUsed / 2 ** 20),
     idle_external_mib: round(external / 2 ** 20),
+    // RSS every 5 s of the idle time; the heap is collected after 5 s quiet, node's pages paged out after 30 s (the agent's defaults).
+    idle_rss_trace_mib: idleTrace.filter((_, i) => (i + 1) % 5 === 0),
+    idle_page_outs: pageOuts,
+    idle_paged_out_mib: round(pagedOutBytes / 2 ** 20),
+    idle_page_out_after_ms: PAGE_OUT_MS ?? 'default',
+    // Waking up: WAKE_LINES written at once after the idle time, until Kafka acknowledged them all.
+    ...(wake === undefined
+      ? {}
+      : {
+          wake_lines: Math.ceil(WAKE_LINES / FILES) * FILES,
+          wake_ms: wake.ms,
+          wake_cpu_seconds: round(wake.end.cpuSeconds - wake.start.cpuSeconds),
+          wake_major_page_faults: wake.end.majorFaults - wake.start.majorFaults,
+          wake_minor_page_faults: wake.end.minorFaults - wake.start.minorFaults,
+          rss_after_wake_mib: round(wake.end.rssBytes / 2 ** 20),
+        }),
     cpu: CPU,
     node: node.version,
     harness_node: process.version,

@@ -182,6 +182,8 @@ export interface ProcStat {
   systemCpuSeconds: number;
   /** Minor page faults of the process so far: first touches of fresh memory, each a few µs of kernel time here. */
   minorFaults: number;
+  /** Major page faults so far: pages read from a file (node's binary after the idle page-out). */
+  majorFaults: number;
 }
 
 export function procStat(pid: number): ProcStat {
@@ -207,9 +209,10 @@ export function procStat(pid: number): ProcStat {
     rssBytes: kb('VmRSS'),
     hwmBytes: kb('VmHWM'),
     threadCpuSeconds,
-    // proc(5): minflt is field 10, stime field 15.
+    // proc(5): minflt is field 10, majflt field 12, stime field 15.
     systemCpuSeconds: Number(fields[12]) / 100,
     minorFaults: Number(fields[7]),
+    majorFaults: Number(fields[9]),
   };
 }
 
