@@ -60,8 +60,9 @@ export function parseResident(status: string): ResidentBytes {
   return { total: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile') };
 }
 
-export function residentBytes(): ResidentBytes {
-  return parseResident(readFileSync('/proc/self/status', 'utf8'));
+/** RSS of this process, or of another one by pid. */
+export function residentBytes(pid: number | 'self' = 'self'): ResidentBytes {
+  return parseResident(readFileSync(`/proc/${String(pid)}/status`, 'utf8'));
 }
 
 export interface PageOutResult {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { residentBytes } from '../../shared/resident-memory.js';
 import { collectAndCompact, keepsFreedPages, setHeapGrowingPercent } from '../../shared/v8-heap.js';
 
 /** V8's `gc`, as `--expose-gc` installs it, for a test process started without that flag. */
@@ -14,12 +14,6 @@ function exposedGc(): () => void {
 /** Bytes of pages the old generation holds (the young one's size varies with the process's flags). */
 function oldSpaceBytes(): number {
   return getHeapSpaceStatistics().find((space) => space.space_name === 'old_space')?.space_size ?? Number.NaN;
-}
-
-/** The process's resident set (VmRSS). */
-function residentBytes(): number {
-  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  return Number(kib) * 1024;
 }
 
 /**
@@ -53,15 +47,15 @@ describe('collectAndCompact', () => {
   it('leaves the process resident set near where it was before a burst of garbage', () => {
     const gc = exposedGc();
     collectAndCompact(gc, []);
-    const before = residentBytes();
+    const before = residentBytes().total;
     let burst: object[] | undefined = Array.from({ length: 600_000 }, (_, i) => ({ i, name: `burst-${String(i)}`, list: [i, i] }));
     gc(); // promoted: the burst's pages are the old generation's
-    const during = residentBytes();
+    const during = residentBytes().total;
     assert.ok(during - before > 48 * 2 ** 20, `the burst grew the resident set by ${String(during - before)} bytes only`);
     assert.equal(burst.length, 600_000);
     burst = undefined; // garbage now
     collectAndCompact(gc, []);
-    const after = residentBytes();
+    const after = residentBytes().total;
     assert.ok(after - before < (during - before) / 3, `resident ${String(before)} → ${String(during)} → ${String(after)} bytes`);
   });
 
