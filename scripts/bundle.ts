@@ -18,7 +18,7 @@ import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { build, type Metafile } from 'esbuild';
+import { build, type Metafile, type Plugin } from 'esbuild';
 
 /** Self-contained (the Dockerfile's build stage copies this file alone): the repository is its parent folder. */
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -30,6 +30,20 @@ export const BUNDLE_DIR = join(REPO_ROOT, 'dist', 'bundle');
  * output file gets one of its own.
  */
 const REQUIRE_SHIM = "import { createRequire as __logshipCreateRequire } from 'node:module'; const require = __logshipCreateRequire(import.meta.url);";
+
+/**
+ * node-fetch 2 (under the Kubernetes client) imports whatwg-url for its `URL` only where Node has none
+ * (`Url.URL || whatwgUrl.URL`); Node always has one. Bundled, whatwg-url's tr46 evaluated a 254 KB
+ * Unicode table into the agent's heap at start-up and `require`d Node's deprecated `punycode`, which
+ * printed a DEP0040 warning in the agent's log on Node 22. Replaced by Node's own `URL`.
+ */
+const nodeFetchUrlPlugin: Plugin = {
+  name: 'node-fetch-url',
+  setup(build) {
+    build.onResolve({ filter: /^whatwg-url$/ }, (args) => (/[\\/]node-fetch[\\/]/.test(args.importer) ? { path: 'whatwg-url', namespace: 'node-url' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'node-url' }, () => ({ contents: 'export const URL = globalThis.URL; export default { URL };', loader: 'js' }));
+  },
+};
 
 /** Writes the bundle; returns esbuild's account of it (every output file and what it imports). */
 export async function bundleBinaries(outdir: string = BUNDLE_DIR): Promise<Metafile> {
@@ -52,6 +66,7 @@ export async function bundleBinaries(outdir: string = BUNDLE_DIR): Promise<Metaf
     banner: { js: REQUIRE_SHIM },
     logLevel: 'warning',
     metafile: true,
+    plugins: [nodeFetchUrlPlugin],
   });
   copyNativePackages(outdir);
   const outputs = Object.entries(result.metafile.outputs).filter(([file]) => file.endsWith('.mjs'));
