@@ -16,6 +16,8 @@ export interface LaterStep {
   /** Quiet time before it runs; at least the reclaimer's `quietMs`. */
   quietMs: number;
   run: () => void;
+  /** Called when work resumes after `run` ran. */
+  resume?: () => void;
 }
 
 export interface IdleReclaimerOptions {
@@ -69,6 +71,7 @@ export class IdleReclaimer {
       this.lastActivity = activity;
       this.quietSince = now;
       this.reclaimed = false;
+      if (this.laterDone) this.options.later?.resume?.();
       this.laterDone = false;
       return false;
     }

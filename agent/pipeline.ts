@@ -155,7 +155,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       metrics.idleSteps.inc({ step: 'release' });
     },
     quietMs: config.idle.reclaimAfterMs,
-    later: config.idle.pageOutAfterMs > 0 ? { quietMs: config.idle.pageOutAfterMs, run: pageOutStep(metrics, logger) } : undefined,
+    later: config.idle.pageOutAfterMs > 0 ? { quietMs: config.idle.pageOutAfterMs, ...pageOutStep(metrics, logger) } : undefined,
   });
   reclaimer.start();
   shutdown.register('stop idle reclaimer', () => reclaimer.stop());
@@ -167,7 +167,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
  * The idle page-out (shared/resident-memory.ts): loads its library on first use; when that or the
  * kernel's advice fails, logs why once, counts it, and stays off.
  */
-function pageOutStep(metrics: AgentMetrics, logger: Logger): () => void {
+function pageOutStep(metrics: AgentMetrics, logger: Logger): { run: () => void; resume: () => void } {
   let memory: Promise<ResidentMemory | undefined> | undefined;
   const fail = (error: unknown): undefined => {
     metrics.idleSteps.inc({ step: 'page_out_failed' });
@@ -175,20 +175,28 @@ function pageOutStep(metrics: AgentMetrics, logger: Logger): () => void {
     memory = Promise.resolve(undefined);
     return undefined;
   };
-  return () => {
+  const withMemory = (use: (loaded: ResidentMemory) => void): void => {
     memory ??= ResidentMemory.load().catch(fail);
     void memory.then((loaded) => {
       if (!loaded) return;
       try {
+        use(loaded);
+      } catch (error) {
+        fail(error);
+      }
+    });
+  };
+  return {
+    run: () => {
+      withMemory((loaded) => {
         const result = loaded.pageOut();
         metrics.idleSteps.inc({ step: 'page_out' });
         metrics.pagedOutBytes.inc(Math.max(0, result.before.total - result.after.total));
         const mib = (bytes: number): number => Math.round((bytes / 2 ** 20) * 10) / 10;
         logger.debug({ rssMiB: mib(result.before.total), rssAfterMiB: mib(result.after.total), fileMiB: mib(result.after.file), mappings: result.mappings, ms: Math.round(result.durationMs) }, 'idle page-out');
-      } catch (error) {
-        fail(error);
-      }
-    });
+      });
+    },
+    resume: () => withMemory((loaded) => loaded.resume()),
   };
 }
 

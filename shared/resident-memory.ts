@@ -18,7 +18,9 @@
  */
 import { readFileSync } from 'node:fs';
 
-/** Linux's MADV_PAGEOUT (include/uapi/asm-generic/mman-common.h). */
+/** Linux's advice values (include/uapi/asm-generic/mman-common.h). */
+const MADV_NORMAL = 0;
+const MADV_RANDOM = 1;
 const MADV_PAGEOUT = 21;
 
 /** A range of /proc/self/maps. */
@@ -81,6 +83,9 @@ type Madvise = (addr: bigint, length: bigint, advice: number) => number;
 
 /** libc's calls, through koffi. */
 export class ResidentMemory {
+  /** The ranges advised MADV_RANDOM by the last page-out, until `resume`. */
+  private advised: Mapping[] = [];
+
   private constructor(
     private readonly madvise: Madvise,
     private readonly mallocTrim: ((pad: number) => number) | undefined,
@@ -116,15 +121,27 @@ export class ResidentMemory {
     const candidates = pageOutCandidates(parseMaps(maps));
     let mappedBytes = 0n;
     for (const m of candidates) {
-      if (this.madvise(m.start, m.end - m.start, MADV_PAGEOUT) !== 0) {
-        const errno = this.errno();
-        if (errno === ENOMEM) continue;
-        throw new Error(`madvise(MADV_PAGEOUT) on ${m.path} failed with errno ${String(errno)}${errno === EINVAL ? ' (the kernel predates Linux 5.4)' : ''}`);
-      }
+      if (!this.advise(m, MADV_PAGEOUT, 'MADV_PAGEOUT')) continue;
+      // While idle, a page fault reads that page alone: no readahead around it, so the few pages the
+      // idle work runs (polling files, timers) do not bring back their neighbours by the hundred.
+      if (this.advise(m, MADV_RANDOM, 'MADV_RANDOM')) this.advised.push(m);
       mappedBytes += m.end - m.start;
     }
     const heapTrimmed = this.mallocTrim ? this.mallocTrim(0) === 1 : false;
     return { mappings: candidates.length, mappedBytes: Number(mappedBytes), before, after: residentBytes(), heapTrimmed, durationMs: performance.now() - startedAt };
+  }
+
+  /** Work resumed: page faults read ahead again (MADV_NORMAL on what the page-out advised). */
+  resume(): void {
+    for (const m of this.advised.splice(0)) this.advise(m, MADV_NORMAL, 'MADV_NORMAL');
+  }
+
+  /** false when the mapping went away meanwhile (ENOMEM); throws on any other failure. */
+  private advise(m: Mapping, advice: number, name: string): boolean {
+    if (this.madvise(m.start, m.end - m.start, advice) === 0) return true;
+    const errno = this.errno();
+    if (errno === ENOMEM) return false;
+    throw new Error(`madvise(${name}) on ${m.path} failed with errno ${String(errno)}${errno === EINVAL && advice === MADV_PAGEOUT ? ' (the kernel predates Linux 5.4)' : ''}`);
   }
 }
 

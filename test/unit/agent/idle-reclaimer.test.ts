@@ -110,3 +110,35 @@ describe('IdleReclaimer later step', () => {
     assert.deepEqual(state.releasesAtLater, [11], 'after that spell\'s release');
   });
 });
+
+describe('IdleReclaimer later step, resume', () => {
+  it('tells the later step when work resumes after it ran, and only then', () => {
+    const state = { activity: 0, now: 0, runs: 0, resumes: 0 };
+    const reclaimer = new IdleReclaimer({
+      activity: () => state.activity,
+      busy: () => false,
+      release: () => undefined,
+      collect: () => undefined,
+      quietMs: 1000,
+      later: { quietMs: 5000, run: () => state.runs++, resume: () => state.resumes++ },
+      now: () => state.now,
+    });
+    reclaimer.check();
+    state.now = 2000;
+    reclaimer.check(); // released, the later step not yet
+    state.activity++;
+    reclaimer.check();
+    assert.deepEqual([state.runs, state.resumes], [0, 0], 'work resumed before the later step: nothing to undo');
+    state.now = 8000;
+    reclaimer.check();
+    reclaimer.check();
+    assert.equal(state.runs, 1);
+    state.now = 60_000;
+    reclaimer.check();
+    assert.equal(state.resumes, 0, 'still quiet');
+    state.activity++;
+    reclaimer.check();
+    reclaimer.check();
+    assert.deepEqual([state.runs, state.resumes], [1, 1], 'resumed once');
+  });
+});
