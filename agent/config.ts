@@ -125,6 +125,12 @@ export const agentConfigSchema = z
           .describe(
             'Quiet time after which the kernel is asked to reclaim the pages of node\'s binary and libraries the agent holds (madvise MADV_PAGEOUT, Linux 5.4 and later) and glibc\'s free heap, once per quiet spell; what work needs again is read back when it resumes. 0 turns it off. Kept above reclaimAfterMs.',
           ),
+        pageOutRepeatMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(300_000)
+          .describe('While the quiet spell lasts, the page-out is repeated this long after the previous one: code run every few minutes (the API server watches reconnecting) is given back too. 0: once per quiet spell.'),
       })
       .prefault({})
       .describe('Giving memory back when there is nothing to do.'),
@@ -143,6 +149,9 @@ export const agentConfigSchema = z
     }
     if (c.idle.pageOutAfterMs !== 0 && c.idle.pageOutAfterMs < c.idle.reclaimAfterMs) {
       ctx.addIssue({ code: 'custom', path: ['idle', 'pageOutAfterMs'], message: 'must be 0 (off) or at least idle.reclaimAfterMs' });
+    }
+    if (c.idle.pageOutRepeatMs !== 0 && c.idle.pageOutRepeatMs < c.idle.reclaimAfterMs) {
+      ctx.addIssue({ code: 'custom', path: ['idle', 'pageOutRepeatMs'], message: 'must be 0 (once) or at least idle.reclaimAfterMs' });
     }
     if (c.kafka.retryMaxDelayMs < c.kafka.retryInitialDelayMs) {
       ctx.addIssue({ code: 'custom', path: ['kafka', 'retryMaxDelayMs'], message: 'must be at least kafka.retryInitialDelayMs' });

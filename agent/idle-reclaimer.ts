@@ -7,7 +7,8 @@
  * NODE_OPTIONS; see shared/v8-heap.ts); then nothing more until work resumes and stops again. That
  * takes ~0.1–0.2 s of CPU once per quiet spell. A later step (the page-out of node's binary, see
  * shared/resident-memory.ts) waits for a longer quiet spell, so that a trickle of lines every few
- * seconds does not have those pages read back again and again.
+ * seconds does not have those pages read back again and again, and repeats while the spell lasts
+ * (code run every few minutes, such as a watch reconnecting, is given back too).
  */
 import { collectAndCompact } from '../shared/v8-heap.js';
 
@@ -16,6 +17,8 @@ export interface LaterStep {
   /** Quiet time before it runs; at least the reclaimer's `quietMs`. */
   quietMs: number;
   run: () => void;
+  /** While the quiet spell lasts, runs again this long after the last run (absent or 0: once). */
+  repeatMs?: number;
   /** Called when work resumes after `run` ran. */
   resume?: () => void;
 }
@@ -42,6 +45,7 @@ export class IdleReclaimer {
   private quietSince = 0;
   private reclaimed = false;
   private laterDone = false;
+  private laterAt = 0;
   private readonly now: () => number;
 
   constructor(private readonly options: IdleReclaimerOptions) {
@@ -83,11 +87,12 @@ export class IdleReclaimer {
       return true;
     }
     const later = this.options.later;
-    if (this.reclaimed && later && !this.laterDone && quietFor >= later.quietMs) {
-      this.laterDone = true;
-      later.run();
-      return true;
-    }
-    return false;
+    if (!this.reclaimed || !later) return false;
+    const due = this.laterDone ? Boolean(later.repeatMs) && now - this.laterAt >= (later.repeatMs ?? 0) : quietFor >= later.quietMs;
+    if (!due) return false;
+    this.laterDone = true;
+    this.laterAt = now;
+    later.run();
+    return true;
   }
 }

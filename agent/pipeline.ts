@@ -155,7 +155,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       metrics.idleSteps.inc({ step: 'release' });
     },
     quietMs: config.idle.reclaimAfterMs,
-    later: config.idle.pageOutAfterMs > 0 ? { quietMs: config.idle.pageOutAfterMs, ...pageOutStep(metrics, logger) } : undefined,
+    later: config.idle.pageOutAfterMs > 0 ? { quietMs: config.idle.pageOutAfterMs, repeatMs: config.idle.pageOutRepeatMs, ...pageOutStep(metrics, logger) } : undefined,
   });
   reclaimer.start();
   shutdown.register('stop idle reclaimer', () => reclaimer.stop());

@@ -119,6 +119,7 @@ export class ResidentMemory {
     const startedAt = performance.now();
     const before = residentBytes();
     const candidates = pageOutCandidates(parseMaps(maps));
+    this.advised = [];
     let mappedBytes = 0n;
     for (const m of candidates) {
       if (!this.advise(m, MADV_PAGEOUT, 'MADV_PAGEOUT')) continue;

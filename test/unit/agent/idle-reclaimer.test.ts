@@ -142,3 +142,31 @@ describe('IdleReclaimer later step, resume', () => {
     assert.deepEqual([state.runs, state.resumes], [1, 1], 'resumed once');
   });
 });
+
+describe('IdleReclaimer later step, repeated', () => {
+  it('runs again every repeatMs while the quiet spell lasts, and starts over when work resumes', () => {
+    const state = { activity: 0, now: 0, runs: [] as number[] };
+    const reclaimer = new IdleReclaimer({
+      activity: () => state.activity,
+      busy: () => false,
+      release: () => undefined,
+      collect: () => undefined,
+      quietMs: 1000,
+      later: { quietMs: 5000, repeatMs: 60_000, run: () => state.runs.push(state.now) },
+      now: () => state.now,
+    });
+    for (let t = 0; t <= 200_000; t += 1000) {
+      state.now = t;
+      reclaimer.check();
+    }
+    assert.deepEqual(state.runs, [5000, 65_000, 125_000, 185_000]);
+    state.activity++;
+    state.now = 201_000;
+    reclaimer.check();
+    for (let t = 202_000; t <= 207_000; t += 1000) {
+      state.now = t;
+      reclaimer.check();
+    }
+    assert.deepEqual(state.runs.slice(4), [206_000], 'a new spell waits quietMs again');
+  });
+});
