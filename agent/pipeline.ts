@@ -4,13 +4,13 @@
  * this file is the only place that knows them all.
  */
 import picomatch from 'picomatch';
+import { describeError } from '../shared/errors.js';
 import { createKafka, releaseKafkaMemory, setGzipLevel } from '../shared/kafka.js';
 import { createKubeClients, loadKubeLibrary } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/ops-server.js';
-import { ShutdownCoordinator } from '../shared/shutdown.js';
-import { describeError } from '../shared/errors.js';
 import { ResidentMemory } from '../shared/resident-memory.js';
+import { ShutdownCoordinator } from '../shared/shutdown.js';
 import { CheckpointStore } from './checkpoint-store.js';
 import { IdleReclaimer } from './idle-reclaimer.js';
 import type { AgentConfig } from './config.js';
@@ -30,8 +30,6 @@ export interface RunningAgent {
 
 /** How long an error reason is logged at most once. */
 const ERROR_LOG_INTERVAL_MS = 30_000;
-/** Quiet time (nothing read, nothing sent) after which memory kept for the next burst is given back. */
-
 export async function startAgent(config: AgentConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAgent> {
   const registry = createMetricsRegistry();
   const counters = newTailCounters();

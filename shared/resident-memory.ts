@@ -12,6 +12,9 @@
  *
  * Only read-only mappings of files are advised (`r--p` and `r-xp` in /proc/self/maps): their pages can
  * only be the file's content or, for relocated read-only data, anonymous copies that MADV_PAGEOUT keeps.
+ * The kernel also leaves alone pages that another process maps (another node of the same image layer).
+ * Until work resumes they are also advised MADV_RANDOM: a fault while idle then reads no neighbours
+ * ahead, and the little code idle work runs (timers, polling files) brings back less.
  *
  * Node offers no system call for this; koffi (a foreign-function library with prebuilt binaries)
  * calls libc's `madvise` and `malloc_trim`. It is loaded on the first page-out, not before.
@@ -115,10 +118,10 @@ export class ResidentMemory {
    * Advises every read-only file mapping out of memory and trims glibc's heap. Throws when the kernel
    * refuses the advice (EINVAL before Linux 5.4); a mapping that went away meanwhile (ENOMEM) is skipped.
    */
-  pageOut(maps: string = readFileSync('/proc/self/maps', 'utf8')): PageOutResult {
+  pageOut(): PageOutResult {
     const startedAt = performance.now();
     const before = residentBytes();
-    const candidates = pageOutCandidates(parseMaps(maps));
+    const candidates = pageOutCandidates(parseMaps(readFileSync('/proc/self/maps', 'utf8')));
     this.advised = [];
     let mappedBytes = 0n;
     for (const m of candidates) {
