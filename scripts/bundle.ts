@@ -88,7 +88,12 @@ function copyNativePackages(outdir: string): void {
   const from = join(REPO_ROOT, NATIVE_PACKAGES_DIR);
   const packages = existsSync(from) ? readdirSync(from).filter((name) => name.startsWith('koffi-')) : [];
   if (packages.length === 0) process.stderr.write(`bundle: no koffi native package in ${from}: the agent's idle page-out will be off\n`);
-  for (const name of packages) cpSync(join(from, name), join(outdir, NATIVE_PACKAGES_DIR, name), { recursive: true });
+  for (const name of packages) {
+    const to = join(outdir, NATIVE_PACKAGES_DIR, name);
+    cpSync(join(from, name), to, { recursive: true });
+    // The native package carries no licence text of its own: koffi's (MIT) goes with the binary.
+    cpSync(join(REPO_ROOT, 'node_modules', 'koffi', 'LICENSE.txt'), join(to, 'LICENSE.txt'));
+  }
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
