@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { IdleReclaimer } from '../../../agent/idle-reclaimer.js';
+import { IdleReclaimer, type LaterStep } from '../../../agent/idle-reclaimer.js';
 
 function setup(quietMs = 1000): { reclaimer: IdleReclaimer; state: { activity: number; busy: boolean; now: number; releases: number; collections: number } } {
   const state = { activity: 0, busy: false, now: 0, releases: 0, collections: 0 };
@@ -111,18 +111,15 @@ describe('IdleReclaimer later step', () => {
   });
 });
 
+/** A reclaimer (quietMs 1000) whose release and collection do nothing, with `later` as its later step. */
+function reclaimerWith(later: LaterStep, clock: { activity: number; now: number }): IdleReclaimer {
+  return new IdleReclaimer({ activity: () => clock.activity, busy: () => false, release: () => undefined, collect: () => undefined, quietMs: 1000, later, now: () => clock.now });
+}
+
 describe('IdleReclaimer later step, resume', () => {
   it('tells the later step when work resumes after it ran, and only then', () => {
     const state = { activity: 0, now: 0, runs: 0, resumes: 0 };
-    const reclaimer = new IdleReclaimer({
-      activity: () => state.activity,
-      busy: () => false,
-      release: () => undefined,
-      collect: () => undefined,
-      quietMs: 1000,
-      later: { quietMs: 5000, run: () => state.runs++, resume: () => state.resumes++ },
-      now: () => state.now,
-    });
+    const reclaimer = reclaimerWith({ quietMs: 5000, run: () => state.runs++, resume: () => state.resumes++ }, state);
     reclaimer.check();
     state.now = 2000;
     reclaimer.check(); // released, the later step not yet
@@ -146,15 +143,7 @@ describe('IdleReclaimer later step, resume', () => {
 describe('IdleReclaimer later step, repeated', () => {
   it('runs again every repeatMs while the quiet spell lasts, and starts over when work resumes', () => {
     const state = { activity: 0, now: 0, runs: [] as number[] };
-    const reclaimer = new IdleReclaimer({
-      activity: () => state.activity,
-      busy: () => false,
-      release: () => undefined,
-      collect: () => undefined,
-      quietMs: 1000,
-      later: { quietMs: 5000, repeatMs: 60_000, run: () => state.runs.push(state.now) },
-      now: () => state.now,
-    });
+    const reclaimer = reclaimerWith({ quietMs: 5000, repeatMs: 60_000, run: () => state.runs.push(state.now) }, state);
     for (let t = 0; t <= 200_000; t += 1000) {
       state.now = t;
       reclaimer.check();
