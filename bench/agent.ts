@@ -43,7 +43,7 @@ import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { deleteNamespaceNow } from '../scripts/stack/namespaces.js';
 import { deleteTopics as deleteStackTopics } from '../scripts/stack/topics.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
-import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress, type ProcStat } from './runtime.js';
+import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, rssEverySecond, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress, type ProcStat } from './runtime.js';
 
 const LINES = Number(process.env.BENCH_LINES ?? 6_000_000);
 const FILES = Number(process.env.BENCH_FILES ?? 40);
@@ -225,7 +225,7 @@ async function main(): Promise<void> {
   let idle: ProcStat;
   let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number, metadataHits: number, pageOuts: number, pagedOutBytes: number;
   /** RSS every second of the idle time, MiB. */
-  const idleTrace: number[] = [];
+  let idleTrace: number[] = [];
   let wake: { ms: number; start: ProcStat; end: ProcStat } | undefined;
   /** Lines Kafka acknowledged at every poll that saw the count move, with the agent's CPU then. */
   const progress: (Progress & { cpuSeconds: number })[] = [];
@@ -257,11 +257,7 @@ async function main(): Promise<void> {
     if (!doneAt) throw new Error('agent did not finish in time');
     busy = procStat(pid);
     serversBusy = serverCpuSeconds();
-    // Nothing polls the agent meanwhile: /proc only.
-    for (let second = 1; second * 1000 <= IDLE_MS; second++) {
-      await sleep(doneAt + second * 1000 - Date.now());
-      idleTrace.push(round(procStat(pid).rssBytes / 2 ** 20));
-    }
+    idleTrace = await rssEverySecond(pid, IDLE_MS);
     idle = procStat(pid);
     [heapTotal, heapUsed, external, backpressure, messages, metadataHits, pageOuts, pagedOutBytes] = await Promise.all([
       fetchMetricSum(url, 'nodejs_heap_size_total_bytes'),
@@ -341,7 +337,7 @@ async function main(): Promise<void> {
     idle_heap_used_mib: round(heapUsed / 2 ** 20),
     idle_external_mib: round(external / 2 ** 20),
     // RSS every 5 s of the idle time; the heap is collected after 5 s quiet, node's pages paged out after 30 s (the agent's defaults).
-    idle_rss_trace_mib: idleTrace.filter((_, i) => (i + 1) % 5 === 0),
+    idle_rss_trace_mib: idleTrace.filter((_, i) => (i + 1) % 5 === 0).map(round),
     idle_page_outs: pageOuts,
     idle_paged_out_mib: round(pagedOutBytes / 2 ** 20),
     idle_page_out_after_ms: PAGE_OUT_MS ?? 'default',

@@ -53,7 +53,7 @@ import { createElasticsearchClient } from '../shared/elasticsearch.js';
 import { createKafka, setGzipLevel } from '../shared/kafka.js';
 import { Field, KubernetesField, type LogRecord } from '../shared/record.js';
 import { createS3Client } from '../shared/s3.js';
-import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, type BenchNode, procStat, progressBySecond, RESERVE_CPU, reserveCpu, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress } from './runtime.js';
+import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, type BenchNode, procStat, progressBySecond, RESERVE_CPU, reserveCpu, rssEverySecond, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress } from './runtime.js';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { deleteTopics } from '../scripts/stack/topics.js';
@@ -431,13 +431,9 @@ async function drain(name: string, binary: string, admin: Admin, work: string, g
     const drainSeconds = (doneAt - startedAt) / 1000;
     const sustained = sustainedRate(progress, total);
     log(`${name}: committed records by second: ${progressBySecond(progress)}`);
-    const idleRss: string[] = [];
-    for (let waited = 0; waited < IDLE_MS; waited += 1_000) {
-      await sleep(1_000);
-      idleRss.push((procStat(pid).rssBytes / 2 ** 20).toFixed(0));
-    }
+    const idleRss = await rssEverySecond(pid, IDLE_MS);
     const idleRssBytes = procStat(pid).rssBytes;
-    log(`${name}: RSS MiB by second after the drain: ${idleRss.join(' ')}`);
+    log(`${name}: RSS MiB by second after the drain: ${idleRss.map((mib) => mib.toFixed(0)).join(' ')}`);
     return {
       records: total,
       drainSeconds,

@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parse as parseYaml } from 'yaml';
 import { bundleBinaries } from '../scripts/bundle.js';
 import { imageNode, imageNodeVersion } from '../scripts/image-node.js';
@@ -214,6 +215,20 @@ export function procStat(pid: number): ProcStat {
     minorFaults: Number(fields[7]),
     majorFaults: Number(fields[9]),
   };
+}
+
+/**
+ * RSS of `pid` in MiB once a second for `ms`, each sample on the second from the call (nothing else
+ * touches the process meanwhile: /proc only). Both benchmarks watch their binary go idle with it.
+ */
+export async function rssEverySecond(pid: number, ms: number): Promise<number[]> {
+  const startedAt = Date.now();
+  const samples: number[] = [];
+  for (let second = 1; second * 1000 <= ms; second++) {
+    await sleep(startedAt + second * 1000 - Date.now());
+    samples.push(procStat(pid).rssBytes / 2 ** 20);
+  }
+  return samples;
 }
 
 /**
