@@ -226,7 +226,7 @@ async function main(): Promise<void> {
   let heapTotal: number, heapUsed: number, external: number, backpressure: number, messages: number, metadataHits: number, pageOuts: number, pagedOutBytes: number;
   /** RSS every second of the idle time, MiB. */
   let idleTrace: number[] = [];
-  let wake: { ms: number; start: ProcStat; end: ProcStat } | undefined;
+  let wake: { lines: number; ms: number; start: ProcStat; end: ProcStat } | undefined;
   /** Lines Kafka acknowledged at every poll that saw the count move, with the agent's CPU then. */
   const progress: (Progress & { cpuSeconds: number })[] = [];
   try {
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
         if (produced >= lines + wakeLines && unshipped === 0) break;
         await sleep(20);
       }
-      wake = { ms: Date.now() - wokeAt, start: wakeStart, end: procStat(pid) };
+      wake = { lines: wakeLines, ms: Date.now() - wokeAt, start: wakeStart, end: procStat(pid) };
       process.stderr.write(`bench: ${wakeLines} wake-up lines (${(wakeBytes / 1e6).toFixed(1)} MB) shipped in ${wake.ms} ms\n`);
     }
   } finally {
@@ -345,7 +345,7 @@ async function main(): Promise<void> {
     ...(wake === undefined
       ? {}
       : {
-          wake_lines: Math.ceil(WAKE_LINES / FILES) * FILES,
+          wake_lines: wake.lines,
           wake_ms: wake.ms,
           wake_cpu_seconds: round(wake.end.cpuSeconds - wake.start.cpuSeconds),
           wake_major_page_faults: wake.end.majorFaults - wake.start.majorFaults,
