@@ -44,8 +44,8 @@ export class IdleReclaimer {
   private lastActivity = Number.NaN;
   private quietSince = 0;
   private reclaimed = false;
-  private laterDone = false;
-  private laterAt = 0;
+  /** When the later step last ran in this quiet spell (undefined: not yet). */
+  private laterAt: number | undefined;
   private readonly now: () => number;
 
   constructor(private readonly options: IdleReclaimerOptions) {
@@ -75,8 +75,8 @@ export class IdleReclaimer {
       this.lastActivity = activity;
       this.quietSince = now;
       this.reclaimed = false;
-      if (this.laterDone) this.options.later?.resume?.();
-      this.laterDone = false;
+      if (this.laterAt !== undefined) this.options.later?.resume?.();
+      this.laterAt = undefined;
       return false;
     }
     const quietFor = now - this.quietSince;
@@ -88,9 +88,8 @@ export class IdleReclaimer {
     }
     const later = this.options.later;
     if (!this.reclaimed || !later) return false;
-    const due = this.laterDone ? Boolean(later.repeatMs) && now - this.laterAt >= (later.repeatMs ?? 0) : quietFor >= later.quietMs;
+    const due = this.laterAt === undefined ? quietFor >= later.quietMs : Boolean(later.repeatMs) && now - this.laterAt >= (later.repeatMs ?? 0);
     if (!due) return false;
-    this.laterDone = true;
     this.laterAt = now;
     later.run();
     return true;
