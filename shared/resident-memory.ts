@@ -73,14 +73,11 @@ export function residentBytes(pid: number | 'self' = 'self'): ResidentBytes {
 }
 
 export interface PageOutResult {
-  /** Mappings advised, and their size (resident or not). */
+  /** Mappings advised. */
   mappings: number;
-  mappedBytes: number;
   /** RSS before and after. */
   before: ResidentBytes;
   after: ResidentBytes;
-  /** Whether glibc's `malloc_trim` gave free heap memory back (always false on other C libraries). */
-  heapTrimmed: boolean;
   durationMs: number;
 }
 
@@ -131,17 +128,15 @@ export class ResidentMemory {
     const before = residentBytes();
     const candidates = pageOutCandidates(parseMaps(readFileSync('/proc/self/maps', 'utf8')));
     this.advised = [];
-    let mappedBytes = 0n;
     for (const m of candidates) {
       if (!this.advise(m, MADV_PAGEOUT, 'MADV_PAGEOUT')) continue;
       // While idle, a page fault reads that page alone: no readahead around it, so the few pages the
       // idle work runs (polling files, timers) do not bring back their neighbours by the hundred.
       if (this.advise(m, MADV_RANDOM, 'MADV_RANDOM')) this.advised.push(m);
-      mappedBytes += m.end - m.start;
     }
     this.dropUnmappedCache(process.execPath);
-    const heapTrimmed = this.mallocTrim ? this.mallocTrim(0) === 1 : false;
-    return { mappings: candidates.length, mappedBytes: Number(mappedBytes), before, after: residentBytes(), heapTrimmed, durationMs: performance.now() - startedAt };
+    this.mallocTrim?.(0);
+    return { mappings: candidates.length, before, after: residentBytes(), durationMs: performance.now() - startedAt };
   }
 
   /** Work resumed: page faults read ahead again (MADV_NORMAL on what the page-out advised). */
