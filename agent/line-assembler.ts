@@ -117,7 +117,7 @@ export class LineAssembler {
     const layout = this.#layout;
     if (!scanCriLine(bytes, layout)) return [this.#unparsed(line)];
     const { timeEnd, stream, partial, messageStart } = layout;
-    if (!partial && this.#pendingOf(stream) === undefined && bytes.length - messageStart <= this.#maxLineBytes) {
+    if (!partial && !this.hasPending(stream) && bytes.length - messageStart <= this.#maxLineBytes) {
       return [this.#wholeCriLine(line, timeEnd, stream, messageStart)];
     }
     const time = bytes.toString('latin1', 0, timeEnd);
