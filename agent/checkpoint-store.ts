@@ -114,7 +114,7 @@ export class CheckpointStore {
   /** Records progress; only ever forward for a given identity. */
   set(checkpoint: Checkpoint): void {
     const current = this.entries.get(checkpoint.key);
-    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path) return;
+    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path && current.done === checkpoint.done && current.size === checkpoint.size) return;
     if (current && checkpoint.offset < current.offset) {
       throw new CheckpointError(`checkpoint for ${checkpoint.key} would move back from ${current.offset} to ${checkpoint.offset}`, {
         code: ErrorCode.INTERNAL,

@@ -30,6 +30,7 @@ export class TailHarness {
   readonly losses: Loss[] = [];
   readonly errors: { reason: string; context: Record<string, unknown> }[] = [];
   private manager: TailManager | undefined;
+  private store: CheckpointStore | undefined;
 
   constructor(
     readonly root: string,
@@ -60,6 +61,7 @@ export class TailHarness {
       counters: newTailCounters(),
     };
     const checkpoints = await CheckpointStore.open(this.stateDir, logger);
+    this.store = checkpoints;
     this.manager = new TailManager(
       env,
       checkpoints,
@@ -96,6 +98,11 @@ export class TailHarness {
   /** Waits until `count` records arrived (or fails at the deadline). */
   async waitForRecords(count: number, timeoutMs = 10_000): Promise<void> {
     await waitFor(`${count} records`, () => this.records.length >= count, timeoutMs, 20);
+  }
+
+  /** The offsets of the checkpoint entries (written every `checkpointIntervalMs`). */
+  checkpointOffsets(): number[] {
+    return [...(this.store?.all() ?? [])].map((entry) => entry.offset);
   }
 
   /** A clean stop: reading stops, checkpoints are written. */
