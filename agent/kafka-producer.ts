@@ -193,6 +193,11 @@ export class AgentProducer {
     return this.buffer.waitForCapacity();
   }
 
+  /** Lets readers waiting for room go (they are stopping): later waits resolve at once. */
+  stopWaiting(): void {
+    this.buffer.close();
+  }
+
   /** Whether `topic` is stalled: its files should not be read until it takes messages again. */
   isStalled(topic: string): boolean {
     return this.stalled.size > 0 && this.stalled.has(topic);
@@ -514,7 +519,8 @@ async function sendTopic(owner: AgentProducer, client: ProducerClient, topic: st
     } catch (error) {
       const failure = classifySendError(error);
       owner.reportFailure(error, failure, [topic], messages.length);
-      if (failure.renewClient) client.renew();
+      // (A function: the early return above narrowed `signal.aborted`, which the send may have changed.)
+      if (failure.renewClient && !isAborted(signal)) client.renew();
       if (failure.reason === 'message_too_large') return sendSmaller(owner, client, topic, messages, signal, fromBuffer);
       if (failure.topicScoped) return { kind: 'held', reason: failure.reason, rest: messages };
       const delayMs = backoffDelayMs(attempt++, { initialDelayMs: options.retryInitialDelayMs, maxDelayMs: options.retryMaxDelayMs });
@@ -698,7 +704,7 @@ class ProducerLane {
         const failure = classifySendError(error);
         const groups = groupByTopic(batch);
         this.owner.reportFailure(error, failure, [...groups.keys()], batch.length);
-        if (failure.renewClient) this.client.renew();
+        if (failure.renewClient && !signal.aborted) this.client.renew();
         if (failure.topicScoped) return this.deliverByTopic(groups, signal);
         const delayMs = backoffDelayMs(attempt++, { initialDelayMs: this.options.retryInitialDelayMs, maxDelayMs: this.options.retryMaxDelayMs });
         this.logger.debug({ attempt, delayMs, messages: batch.length }, 'retrying a batch');
@@ -775,6 +781,10 @@ function toTopicMessages(batch: OutgoingMessage[]): TopicMessages[] {
     messages.push({ key: m.key, value: m.value, headers: m.headers });
   }
   return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+}
+
+function isAborted(signal: AbortSignal): boolean {
+  return signal.aborted;
 }
 
 function abortPromise(signal: AbortSignal): Promise<void> {
