@@ -20,7 +20,7 @@ function protocolError(type: string, retriable: boolean): Error {
 
 /** What kafkajs throws once its own retries are spent (retriable errors) or at once (non-retriable ones). */
 function asKafkajsThrows(error: Error & { retriable?: boolean }): Error {
-  return error.retriable ? new KafkaJSNumberOfRetriesExceeded(error, { retryCount: 2, retryTime: 100 }) : new KafkaJSNonRetriableError(error, { cause: error });
+  return error.retriable ? new KafkaJSNumberOfRetriesExceeded(error, { retryCount: 2, retryTime: 100 }) : new (KafkaJSNonRetriableError as unknown as new (e: Error, options: { cause: Error }) => Error)(error, { cause: error });
 }
 
 /** A broker as the producer sees it: topics that exist, a size limit per topic, and what it stored. */
