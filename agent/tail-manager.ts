@@ -555,6 +555,9 @@ export class TailManager {
         continue;
       }
       this.readySet.delete(file);
+      // Its topic refuses messages (the producer holds them aside): leave the file until the topic
+      // takes them again; the poll offers it again while it has unread bytes.
+      if (this.env.producer.isStalled(this.env.topicFor(file.pod))) continue;
       if (!this.env.producer.hasCapacity()) {
         const started = Date.now();
         await this.env.producer.waitForCapacity();

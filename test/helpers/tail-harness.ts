@@ -42,6 +42,7 @@ export class TailHarness {
     const logger = createLogger({ name: 'tail-harness', level: 'silent' });
     const producer = {
       hasCapacity: () => true,
+      isStalled: () => false,
       waitForCapacity: () => Promise.resolve(),
       enqueue: (message: { value: Buffer; onAck: () => void }) => {
         for (const line of message.value.toString('utf8').split('\n')) if (line !== '') this.records.push(JSON.parse(line) as LogRecord);
