@@ -202,3 +202,25 @@ export function judgeKillRun(writer: NodeLogWriter, tally: LineTally, runs: read
   }
   return verdict;
 }
+
+/**
+ * Waits until `done()` holds, or until `progress()` (records received) has not moved for `stallMs`
+ * (nothing more is coming: the assertions then say what is missing), at most `timeoutMs`. Returns
+ * whether `done()` held.
+ */
+export async function waitUntilDoneOrStalled(done: () => boolean, progress: () => number, options: { stallMs: number; timeoutMs: number; intervalMs?: number }): Promise<boolean> {
+  const deadline = Date.now() + options.timeoutMs;
+  let last = progress();
+  let movedAt = Date.now();
+  for (;;) {
+    if (done()) return true;
+    const now = Date.now();
+    const current = progress();
+    if (current !== last) {
+      last = current;
+      movedAt = now;
+    }
+    if (now - movedAt > options.stallMs || now > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
+  }
+}

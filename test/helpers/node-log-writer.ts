@@ -145,6 +145,10 @@ export class NodeLogWriter {
   private readonly onDisk = new Map<string, Incarnation>();
   private timer: NodeJS.Timeout | undefined;
   private startedAtMs = 0;
+  private pausedMs = 0;
+  private pausedAtMs: number | undefined;
+  /** Lines written by the paced loop (not by writeLines calls from outside). */
+  private paced = 0;
   private lastMonitorMs = 0;
   private forcedSameSecond = false;
   private secondRotation: { container: Container; atMs: number; stamp: string } | undefined;
@@ -169,13 +173,46 @@ export class NodeLogWriter {
   /** Writes at `linesPerSecond` until stop(); the kubelet's rotation runs alongside. */
   start(): void {
     this.startedAtMs = Date.now();
+    this.pausedMs = 0;
+    this.pausedAtMs = undefined;
+    this.paced = 0;
     this.lastMonitorMs = this.startedAtMs;
-    let written = 0;
+    this.schedule();
+  }
+
+  /**
+   * Pauses writing and rotating (the node stands still), e.g. while a test waits for an agent to start
+   * on a loaded machine; resume() goes on at the same rate, the paused time not counted.
+   */
+  pause(): void {
+    this.stop();
+    this.pausedAtMs ??= Date.now();
+  }
+
+  resume(): void {
+    if (this.pausedAtMs !== undefined) this.pausedMs += Date.now() - this.pausedAtMs;
+    this.pausedAtMs = undefined;
+    if (this.timer === undefined) this.schedule();
+  }
+
+  /** Stops writing (and rotating); the files stay as they are. */
+  stop(): void {
+    const timer = this.timer;
+    this.timer = undefined;
+    if (timer) clearTimeout(timer);
+  }
+
+  /** Time spent writing since start(), pauses excluded. */
+  private activeMs(now: number): number {
+    return now - this.startedAtMs - this.pausedMs;
+  }
+
+  private schedule(): void {
     const tick = (): void => {
       if (this.timer === undefined) return;
       const now = Date.now();
-      const due = Math.floor(((now - this.startedAtMs) * this.options.linesPerSecond) / 1000) - written;
-      if (due > 0) written += this.writeLines(due, now);
+      const due = Math.floor((this.activeMs(now) * this.options.linesPerSecond) / 1000) - this.paced;
+      if (due > 0) this.paced += this.writeLines(due, now);
       this.maybeRestart(now);
       this.maybeSecondRotation(now);
       if (now - this.lastMonitorMs >= this.options.monitorIntervalMs) {
@@ -185,13 +222,6 @@ export class NodeLogWriter {
       this.timer = setTimeout(tick, TICK_MS);
     };
     this.timer = setTimeout(tick, TICK_MS);
-  }
-
-  /** Stops writing (and rotating); the files stay as they are. */
-  stop(): void {
-    const timer = this.timer;
-    this.timer = undefined;
-    if (timer) clearTimeout(timer);
   }
 
   /** Closes the runtime's descriptors. */
@@ -347,7 +377,7 @@ export class NodeLogWriter {
   }
 
   private maybeRestart(now: number): void {
-    if (now - this.startedAtMs < this.options.restartAfterMs) return;
+    if (this.activeMs(now) < this.options.restartAfterMs) return;
     let restarts = this.stats.restarts;
     for (const c of this.containers) {
       if (restarts >= this.options.restartContainers) return;
@@ -372,7 +402,7 @@ export class NodeLogWriter {
       rotated.add(c.index);
     }
     const forceAt = this.options.forceSameSecondRotationAfterMs;
-    if (!this.forcedSameSecond && forceAt !== undefined && now - this.startedAtMs >= forceAt) {
+    if (!this.forcedSameSecond && forceAt !== undefined && this.activeMs(now) >= forceAt) {
       const c = this.containers[this.options.criContainers - 1];
       // Early in a second (and not in a pass that already rotated it): rotate now, and again 600 ms
       // later, in the same second, after the runtime wrote to the new file meanwhile.

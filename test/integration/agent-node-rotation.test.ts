@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { agentConfigFile, makeRoot, metricValue, RecordCollector, startAgentProcess, type AgentProcess } from '../helpers/agent.js';
-import { describeMissing, LineTally } from '../helpers/node-log-check.js';
+import { describeMissing, LineTally, waitUntilDoneOrStalled } from '../helpers/node-log-check.js';
 import { NodeLogWriter } from '../helpers/node-log-writer.js';
 import { uniqueName, waitFor } from '../helpers/stack.js';
 
@@ -88,7 +88,7 @@ describe('agent on a kubelet/containerd node log tree (real Kafka)', () => {
     assert.equal(writer.stats.sameSecondRotations, 1);
     assert.equal(writer.stats.restarts, 2);
 
-    await waitFor(`all ${written} lines in Kafka`, () => tally.missing().length === 0, DRAIN_TIMEOUT_MS, 500).catch(() => undefined);
+    await waitUntilDoneOrStalled(() => tally.missing().length === 0, () => collector.received, { stallMs: 15_000, timeoutMs: DRAIN_TIMEOUT_MS });
     const missing = tally.missing();
     const lost = await metricValue(opsUrl, 'logship_agent_lost_bytes_total');
     t.diagnostic(`${written} lines written, ${tally.records} records received, ${missing.length} missing, ${tally.duplicates()} duplicates, ${tally.mismatched} altered, ${tally.unknown} unknown; lost_bytes_total ${lost}`);
