@@ -111,6 +111,7 @@ interface Container {
   seq: number;
   copies: number;
   restarted: boolean;
+  lastRotationMs?: number;
 }
 
 export interface NodeLogWriterStats {
@@ -394,27 +395,27 @@ export class NodeLogWriter {
 
   /** The kubelet's periodic check: rotate every container whose live log reached rotateBytes. */
   private monitor(now: number): void {
-    const rotated = new Set<number>();
     for (const c of this.containers) {
       if (c.current.sizeBytes < this.options.rotateBytes) continue;
       if (c.kind === 'copytruncate') this.copytruncate(c, now);
       else this.rotate(c, now);
-      rotated.add(c.index);
-    }
-    const forceAt = this.options.forceSameSecondRotationAfterMs;
-    if (!this.forcedSameSecond && forceAt !== undefined && this.activeMs(now) >= forceAt) {
-      const c = this.containers[this.options.criContainers - 1];
-      // Early in a second (and not in a pass that already rotated it): rotate now, and again 600 ms
-      // later, in the same second, after the runtime wrote to the new file meanwhile.
-      if (c && !rotated.has(c.index) && now % 1000 < 200) {
-        this.forcedSameSecond = true;
-        this.rotate(c, now);
-        this.secondRotation = { container: c, atMs: now + 600, stamp: rotationStamp(now) };
-      }
     }
   }
 
+  /**
+   * The forced same-second rotation: early in a second, rotate the last CRI container (unless it was
+   * rotated less than a second ago), and again 600 ms later, in the same second, after the runtime
+   * wrote to the new file meanwhile.
+   */
   private maybeSecondRotation(now: number): void {
+    const forceAt = this.options.forceSameSecondRotationAfterMs;
+    const c = this.containers[this.options.criContainers - 1];
+    if (!this.forcedSameSecond && c && forceAt !== undefined && this.activeMs(now) >= forceAt && now % 1000 < 200 && now - (c.lastRotationMs ?? 0) >= 1000) {
+      this.forcedSameSecond = true;
+      this.rotate(c, now);
+      this.secondRotation = { container: c, atMs: now + 600, stamp: rotationStamp(now) };
+      return;
+    }
     const pending = this.secondRotation;
     if (!pending || now < pending.atMs) return;
     this.secondRotation = undefined;
@@ -483,6 +484,7 @@ export class NodeLogWriter {
     this.writeBatch(c, 1 + (c.seq % 2), now);
     closeSync(c.fd);
     this.openLive(c, now);
+    c.lastRotationMs = now;
     this.stats.rotations++;
   }
 
