@@ -14,8 +14,9 @@
  * written until the last one was acknowledged), how far behind it ended (drain time after the writer
  * stopped), the agent's CPU, peak RSS, and what went missing: `lost_bytes` (the agent's
  * logship_agent_lost_bytes_total, which must be 0: nothing was deleted before the agent could read it
- * unless it fell more than MAX_FILES rotations behind) and `missing_lines` (lines written that the
- * agent never produced). The last output line is one JSON object, also written to
+ * unless it fell more than MAX_FILES rotations behind) and, once the measurement is over, every line
+ * read back from Kafka by its id: `missing_lines`, `duplicate_lines`, `altered_lines` (message or
+ * stream not as written). The last output line is one JSON object, also written to
  * bench/results/agent-rotation.json.
  *
  * Knobs: BENCH_RATE (lines/s offered, 40,000), BENCH_SECONDS (30), BENCH_FILES (CRI containers, 40),
@@ -32,6 +33,8 @@ import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
 import { deleteTopics } from '../scripts/stack/topics.js';
+import { RecordCollector } from '../test/helpers/agent.js';
+import { LineTally, waitUntilDoneOrStalled } from '../test/helpers/node-log-check.js';
 import { NodeLogWriter } from '../test/helpers/node-log-writer.js';
 import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, serverCpuDelta, serverCpuSeconds } from './runtime.js';
 
@@ -158,11 +161,12 @@ async function main(): Promise<void> {
       offered_lines_per_sec: RATE,
       write_seconds: round((stoppedAt - startedAt) / 1000),
       lines_written: written,
-      lines_produced: Math.min(produced, written),
-      missing_lines: Math.max(written - produced, 0),
+      // Counted from Kafka by line id below (the agent's produced-records counter would count a line twice, or a piece of one).
+      missing_lines: Number.NaN,
       lost_bytes: lostBytes,
       lost_bytes_deleted_before_read: lostDeleted,
       lines_per_sec: Math.round(Math.min(produced, written) / seconds),
+      drained: produced >= written,
       drain_seconds_after_writer_stopped: round((doneAt - stoppedAt) / 1000),
       max_lines_behind: maxBehind,
       files: writer.containers.length,
@@ -182,6 +186,20 @@ async function main(): Promise<void> {
       as_deployed: AGENT_ENV.asDeployed && node.asImage,
       machine_reference_ms: [referenceBefore, machineReferenceMs(CPU)],
     };
+    // Every line by id, from the beginning of the topic, once the measurement is over.
+    const tally = new LineTally(writer);
+    const collector = new RecordCollector({ onRecord: tally.onRecord, keep: false });
+    const topic = `${prefix}.${NAMESPACE}`;
+    await collector.start([topic]);
+    await waitUntilDoneOrStalled(() => tally.missing().length === 0, () => collector.received, { stallMs: 10_000, timeoutMs: 300_000 });
+    await collector.stop([]);
+    Object.assign(result, {
+      records_produced: produced,
+      missing_lines: tally.missing().length,
+      duplicate_lines: tally.duplicates(),
+      altered_lines: tally.mismatched,
+      unknown_records: tally.unknown,
+    });
     const losses = agentLog.split('\n').filter((l) => l.includes('lost bytes')).slice(0, 5);
     if (losses.length > 0) log(`the agent logged losses, e.g.:\n${losses.join('\n')}`);
   } finally {
