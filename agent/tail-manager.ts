@@ -100,7 +100,7 @@ export class TailManager {
   private readonly failed = new Map<string, number>();
   /** Every live `<n>.log` path found: each poll stats the ones no file is open at. */
   private readonly paths = new Map<string, PodLogPath>();
-  /** Identities of rotated files by `dev:ino` (a rotated file's head never changes), pruned at each rescan. */
+  /** Identities of rotated files by `dev:ino:mtime` (a rotated file's head never changes), pruned at each rescan. */
   private readonly siblingCache = new Map<string, { identity: FileIdentity; size: number }>();
   /** Folders being reconciled, and whether another pass was asked for meanwhile. */
   private readonly reconciling = new Map<string, { again: boolean; done: Promise<void> }>();
@@ -460,7 +460,9 @@ export class TailManager {
   private async siblingIdentity(path: string, seen?: Set<string>): Promise<SiblingFile | undefined> {
     const stats = await stat(path).catch(() => undefined);
     if (!stats?.isFile()) return undefined;
-    const cacheKey = `${stats.dev}:${stats.ino}`;
+    // Inodes are reused as soon as the kubelet deletes a file: the time of the last write tells a new
+    // file from an old one on the same inode. A plain rotated file may still grow (re-read: its head is cheap).
+    const cacheKey = `${stats.dev}:${stats.ino}:${stats.mtimeMs}`;
     seen?.add(cacheKey);
     const cached = this.siblingCache.get(cacheKey);
     const compressed = isGzipPath(path);

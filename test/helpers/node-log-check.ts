@@ -79,6 +79,15 @@ function firstDifference(a: string, b: string): number {
   return n;
 }
 
+/** Lines that arrived more than once, grouped by the file incarnation that held them. */
+export function describeDuplicates(writer: NodeLogWriter, tally: LineTally, limit = 12): string {
+  const duplicated = [...tally.arrivals].filter(([, a]) => a.count > 1).flatMap(([id]) => {
+    const line = writer.byId.get(id);
+    return line ? [line] : [];
+  });
+  return describeMissing(writer, duplicated, limit);
+}
+
 /** Missing lines grouped by the file incarnation that held them: what a failure message shows. */
 export function describeMissing(writer: NodeLogWriter, missing: readonly WrittenLine[], limit = 12): string {
   const byIncarnation = new Map<number, WrittenLine[]>();
