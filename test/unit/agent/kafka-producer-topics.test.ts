@@ -79,7 +79,8 @@ describe('classifySendError', () => {
   it('finds the kafkajs error type under the wrappers kafkajs adds, and tells topic errors from the rest', () => {
     assert.deepEqual(classifySendError(asKafkajsThrows(protocolError('UNKNOWN_TOPIC_OR_PARTITION', true))), { reason: 'unknown_topic', topicScoped: true, renewClient: true, type: 'UNKNOWN_TOPIC_OR_PARTITION' });
     assert.equal(classifySendError(asKafkajsThrows(protocolError('TOPIC_AUTHORIZATION_FAILED', false))).reason, 'not_authorized');
-    assert.equal(classifySendError(asKafkajsThrows(protocolError('RECORD_LIST_TOO_LARGE', false))).reason, 'message_too_large');
+    const tooLarge = classifySendError(asKafkajsThrows(protocolError('RECORD_LIST_TOO_LARGE', false)));
+    assert.deepEqual([tooLarge.reason, tooLarge.topicScoped, tooLarge.renewClient], ['message_too_large', true, false], 'same client: the healthy messages resent are duplicates the broker recognises');
     assert.equal(classifySendError(protocolError('LEADER_NOT_AVAILABLE', true)).reason, 'unknown_topic');
     const connection = classifySendError(asKafkajsThrows(new KafkaJSConnectionError('Connection error')));
     assert.deepEqual([connection.reason, connection.topicScoped, connection.renewClient], ['other', false, false]);
@@ -204,6 +205,7 @@ describe('AgentProducer with a topic that refuses messages', () => {
     assert.ok(producer.stats.messagesSplit >= 2);
     assert.equal(producer.stats.recordsTruncated, 3, '700 → 350 → 175 → 87 characters');
     assert.equal(producer.stalledTopics().length, 0, 'too large is handled in place, nothing stalls');
+    assert.equal(broker.clients, 1, 'on the lane\'s own client');
     assert.ok(broker.requests.length < 30, `a bounded number of attempts (${broker.requests.length})`);
     await producer.close();
   });
