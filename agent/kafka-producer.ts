@@ -454,13 +454,14 @@ class ProducerClient {
     });
   }
 
-  /** Continues with a new kafkajs producer; the old one is disconnected in the background. */
+  /** Continues with a new kafkajs producer, connecting now (a failure is retried at the next send); the old one is disconnected in the background. */
   renew(): void {
     const old = this.producer;
     this.producer = this.create();
     this.ready = undefined;
     this.connected = false;
     void disconnectWithin(old, this.logger);
+    this.connect().catch((error: unknown) => this.logger.debug({ err: error }, 'Kafka client connect failed; retried at the next send'));
   }
 
   async disconnect(): Promise<void> {
