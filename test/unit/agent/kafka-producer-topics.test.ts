@@ -162,6 +162,39 @@ describe('AgentProducer with a topic that refuses messages', () => {
     await producer.close();
   });
 
+  it('with several lanes and messages arriving throughout, keeps every pod\'s order and acknowledges each message once across a stall', async () => {
+    const broker = new FakeBroker();
+    broker.topics.set('steady', { maxMessageBytes: 1e6 });
+    const producer = new AgentProducer(broker.kafka(), { ...OPTIONS, producers: 3, maxBatchBytes: 2_000, maxBufferedBytes: 8_000 }, silent);
+    const acks = new Map<string, number>();
+    const keys = Array.from({ length: 11 }, (_, i) => `pod-${i}`);
+    const sent: OutgoingMessage[] = [];
+    for (let n = 0; n < 3_000; n++) {
+      if (n === 1_500) broker.topics.set('late', { maxMessageBytes: 1e6 });
+      await producer.waitForCapacity();
+      const key = keys[n % keys.length] as string;
+      const topic = n % 2 === 0 ? 'steady' : 'late';
+      const m = message(topic, key, `{"key":"${key}","n":${n}}\n`, acks);
+      sent.push(m);
+      producer.enqueue(m);
+      if (n % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await producer.flush();
+    await waitFor('nothing held', () => producer.stalledTopics().length === 0, 5_000, 5);
+    assert.ok(sent.every((m) => acks.get(String(m.value)) === 1), 'each message acknowledged once');
+    for (const topic of ['steady', 'late']) {
+      const records = broker.records(topic).map((line) => JSON.parse(line) as { key: string; n: number });
+      assert.equal(records.length, 1_500, `${topic}: every message stored once`);
+      for (const key of keys) {
+        const ns = records.filter((r) => r.key === key).map((r) => r.n);
+        assert.deepEqual(ns, [...ns].sort((x, y) => x - y), `${topic} ${key}: in order`);
+      }
+    }
+    assert.ok(producer.stats.sendErrors.unknown_topic > 0, 'the late topic did stall');
+    assert.equal(producer.bufferedBytes, 0);
+    await producer.close();
+  });
+
   it('a connection failure stalls no topic: the batch waits and is sent again as it was', async () => {
     const broker = new FakeBroker();
     broker.topics.set('a', { maxMessageBytes: 1e6 });
