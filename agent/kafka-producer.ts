@@ -115,7 +115,11 @@ export function classifySendError(error: unknown): SendFailure {
   return {
     reason: topicReason ?? 'other',
     topicScoped: topicReason !== undefined,
-    renewClient: topicReason !== undefined || (type !== undefined && RENEW_ERRORS.has(type)),
+    // A missing or forbidden topic may stay in the client's metadata (kafkajs keeps the topics it was
+    // asked for and fails every later refresh with them): a new client forgets it. A batch too large
+    // was refused whole, and kafkajs rolled the sequence numbers of its request back: the same client
+    // sends the healthy topics' messages again as duplicates the broker recognises.
+    renewClient: (topicReason !== undefined && topicReason !== 'message_too_large') || (type !== undefined && RENEW_ERRORS.has(type)),
     type,
   };
 }
@@ -450,13 +454,14 @@ class ProducerClient {
     });
   }
 
-  /** Continues with a new kafkajs producer; the old one is disconnected in the background. */
+  /** Continues with a new kafkajs producer, connecting now (a failure is retried at the next send); the old one is disconnected in the background. */
   renew(): void {
     const old = this.producer;
     this.producer = this.create();
     this.ready = undefined;
     this.connected = false;
     void disconnectWithin(old, this.logger);
+    this.connect().catch((error: unknown) => this.logger.debug({ err: error }, 'Kafka client connect failed; retried at the next send'));
   }
 
   async disconnect(): Promise<void> {

@@ -52,6 +52,8 @@ function listen(server: Server, address: string | number): Promise<void> {
 export interface IsolatedAgent extends LogshipProcess {
   /** Makes Kafka unreachable for the agent: no new connection, existing ones reset. */
   cut(): void;
+  /** Makes Kafka reachable again. */
+  restore(): Promise<void>;
   /** Closes the test's side of the bridges. */
   close(): Promise<void>;
 }
@@ -66,7 +68,7 @@ export async function startIsolatedAgent(configFile: string, kafkaPort: number, 
   const opsSocket = join(dir, 'ops.sock');
   const kafkaSockets = new Set<Socket>();
   const opsSockets = new Set<Socket>();
-  const kafkaBridge = createServer();
+  let kafkaBridge = createServer();
   forward(kafkaBridge, kafkaPort, kafkaSockets);
   await listen(kafkaBridge, kafkaSocket);
   const opsBridge = createServer();
@@ -113,6 +115,13 @@ export async function startIsolatedAgent(configFile: string, kafkaPort: number, 
         if (socket.remotePort === undefined) socket.destroy();
         else socket.resetAndDestroy();
       }
+    },
+    restore: async () => {
+      if (!cut) return;
+      kafkaBridge = createServer();
+      forward(kafkaBridge, kafkaPort, kafkaSockets);
+      await listen(kafkaBridge, kafkaSocket);
+      cut = false;
     },
     close: async () => {
       for (const socket of [...kafkaSockets, ...opsSockets]) socket.destroy();

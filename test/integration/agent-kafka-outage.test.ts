@@ -183,3 +183,78 @@ describe('agent: SIGTERM while Kafka is unreachable (real Kafka, cut for the age
     assert.equal(new Set(collector.records.map((r) => r.record.message)).size, 5_000);
   });
 });
+
+describe('agent: Kafka unreachable for the agent alone, then back (real Kafka)', () => {
+  const topicPrefix = uniqueName('it-agent-cut');
+  const topics = [`${topicPrefix}.ns-cut-a`, `${topicPrefix}.ns-cut-b`];
+  const collector = new RecordCollector();
+  let agent: IsolatedAgent | undefined;
+
+  before(() => collector.start(topics));
+  after(async () => {
+    await agent?.kill9();
+    await agent?.close();
+    await collector.stop(topics);
+  });
+
+  it('counts the failed sends as connection errors, stalls no topic, and ships every line once Kafka is back', async (t) => {
+    const root = makeRoot();
+    const stateDir = mkdtempSync(join(tmpdir(), 'logship-agent-state-'));
+    const brokers = kafkaConfig().brokers;
+    const opsPort = 9103;
+    const config = agentConfigFile({
+      root,
+      stateDir,
+      topicPrefix,
+      extra: {
+        ops: { host: '127.0.0.1', port: opsPort },
+        kafka: {
+          brokers,
+          topicTemplate: `${topicPrefix}.{namespace}`,
+          maxBatchBytes: 256 * 1024,
+          maxBufferedBytes: MIB,
+          retryInitialDelayMs: 100,
+          retryMaxDelayMs: 1_000,
+          requestTimeoutMs: 2_000,
+          connectionTimeoutMs: 500,
+        },
+      },
+    });
+    const files = ['ns-cut-a', 'ns-cut-b'].map((ns, i) => join(podDir(root, ns, `pod-${i}`, `3000000${i}-dddd-4ddd-8ddd-dddddddddddd`, 'app').dir, '0.log'));
+    let next = 0;
+    const write = (count: number): void => {
+      for (const [i, file] of files.entries()) appendLines(file, Array.from({ length: count }, (_, n) => cri(`c-${i}-${next + n} ${PADDING}`)));
+      next += count;
+    };
+    write(2_000);
+    agent = await startIsolatedAgent(config, Number((brokers[0] ?? '').split(':')[1]), opsPort);
+    const opsUrl = await agent.opsUrl;
+    await collector.waitForCount(4_000, 60_000);
+
+    agent.cut();
+    for (let round = 0; round < 5; round++) {
+      write(4_000);
+      await sleep(1_000);
+    }
+    await waitFor('failed sends counted', async () => (await metricValue(opsUrl, 'logship_agent_kafka_send_errors_total', { reason: 'other' })) > 0, 30_000, 200);
+    assert.equal(await metricValue(opsUrl, 'logship_agent_stalled_topics'), 0, 'a connection failure stalls no topic');
+    await agent.restore();
+
+    const total = next * files.length;
+    await waitFor(`all ${total} lines once Kafka is reachable again`, () => new Set(collector.records.map((r) => r.record.message)).size >= total, 120_000, 500).catch(async (error: unknown) => {
+      t.diagnostic(`received ${new Set(collector.records.map((r) => r.record.message)).size}; buffered ${await metricValue(opsUrl, 'logship_agent_producer_buffered_bytes')}`);
+      throw error;
+    });
+    const seen = new Map<string, number>();
+    for (const r of collector.records) {
+      const [, file, n] = /^c-(\d)-(\d+) /.exec(r.record.message) ?? [];
+      const key = `${file}`;
+      const line = Number(n);
+      // Per pod (one key, one partition), each line's first arrival is in file order.
+      if (line > (seen.get(key) ?? -1)) seen.set(key, line);
+      else assert.ok(collector.records.filter((o) => o.record.message === r.record.message).length > 1, `line ${r.record.message.slice(0, 12)} out of order`);
+    }
+    assert.equal(await metricValue(opsUrl, 'logship_agent_kafka_send_errors_total', { reason: 'unknown_topic' }), 0);
+    assert.equal(await metricValue(opsUrl, 'logship_agent_stalled_topics'), 0);
+  });
+});

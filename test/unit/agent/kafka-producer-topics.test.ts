@@ -79,7 +79,8 @@ describe('classifySendError', () => {
   it('finds the kafkajs error type under the wrappers kafkajs adds, and tells topic errors from the rest', () => {
     assert.deepEqual(classifySendError(asKafkajsThrows(protocolError('UNKNOWN_TOPIC_OR_PARTITION', true))), { reason: 'unknown_topic', topicScoped: true, renewClient: true, type: 'UNKNOWN_TOPIC_OR_PARTITION' });
     assert.equal(classifySendError(asKafkajsThrows(protocolError('TOPIC_AUTHORIZATION_FAILED', false))).reason, 'not_authorized');
-    assert.equal(classifySendError(asKafkajsThrows(protocolError('RECORD_LIST_TOO_LARGE', false))).reason, 'message_too_large');
+    const tooLarge = classifySendError(asKafkajsThrows(protocolError('RECORD_LIST_TOO_LARGE', false)));
+    assert.deepEqual([tooLarge.reason, tooLarge.topicScoped, tooLarge.renewClient], ['message_too_large', true, false], 'same client: the healthy messages resent are duplicates the broker recognises');
     assert.equal(classifySendError(protocolError('LEADER_NOT_AVAILABLE', true)).reason, 'unknown_topic');
     const connection = classifySendError(asKafkajsThrows(new KafkaJSConnectionError('Connection error')));
     assert.deepEqual([connection.reason, connection.topicScoped, connection.renewClient], ['other', false, false]);
@@ -161,6 +162,39 @@ describe('AgentProducer with a topic that refuses messages', () => {
     await producer.close();
   });
 
+  it('with several lanes and messages arriving throughout, keeps every pod\'s order and acknowledges each message once across a stall', async () => {
+    const broker = new FakeBroker();
+    broker.topics.set('steady', { maxMessageBytes: 1e6 });
+    const producer = new AgentProducer(broker.kafka(), { ...OPTIONS, producers: 3, maxBatchBytes: 2_000, maxBufferedBytes: 8_000 }, silent);
+    const acks = new Map<string, number>();
+    const keys = Array.from({ length: 11 }, (_, i) => `pod-${i}`);
+    const sent: OutgoingMessage[] = [];
+    for (let n = 0; n < 3_000; n++) {
+      if (n === 1_500) broker.topics.set('late', { maxMessageBytes: 1e6 });
+      await producer.waitForCapacity();
+      const key = keys[n % keys.length] as string;
+      const topic = n % 2 === 0 ? 'steady' : 'late';
+      const m = message(topic, key, `{"key":"${key}","n":${n}}\n`, acks);
+      sent.push(m);
+      producer.enqueue(m);
+      if (n % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await producer.flush();
+    await waitFor('nothing held', () => producer.stalledTopics().length === 0, 5_000, 5);
+    assert.ok(sent.every((m) => acks.get(String(m.value)) === 1), 'each message acknowledged once');
+    for (const topic of ['steady', 'late']) {
+      const records = broker.records(topic).map((line) => JSON.parse(line) as { key: string; n: number });
+      assert.equal(records.length, 1_500, `${topic}: every message stored once`);
+      for (const key of keys) {
+        const ns = records.filter((r) => r.key === key).map((r) => r.n);
+        assert.deepEqual(ns, [...ns].sort((x, y) => x - y), `${topic} ${key}: in order`);
+      }
+    }
+    assert.ok(producer.stats.sendErrors.unknown_topic > 0, 'the late topic did stall');
+    assert.equal(producer.bufferedBytes, 0);
+    await producer.close();
+  });
+
   it('a connection failure stalls no topic: the batch waits and is sent again as it was', async () => {
     const broker = new FakeBroker();
     broker.topics.set('a', { maxMessageBytes: 1e6 });
@@ -204,6 +238,7 @@ describe('AgentProducer with a topic that refuses messages', () => {
     assert.ok(producer.stats.messagesSplit >= 2);
     assert.equal(producer.stats.recordsTruncated, 3, '700 → 350 → 175 → 87 characters');
     assert.equal(producer.stalledTopics().length, 0, 'too large is handled in place, nothing stalls');
+    assert.equal(broker.clients, 1, 'on the lane\'s own client');
     assert.ok(broker.requests.length < 30, `a bounded number of attempts (${broker.requests.length})`);
     await producer.close();
   });
