@@ -44,7 +44,12 @@ export const agentConfigSchema = z
             exclude: z.array(z.string()).default([]).describe('Namespace globs never to tail.'),
           })
           .prefault({}),
-        startAt: z.enum(['beginning', 'end']).default('beginning').describe('Where to start in files present at first start that have no checkpoint. Files created later always start at the beginning.'),
+        startAt: z
+          .enum(['beginning', 'end'])
+          .default('beginning')
+          .describe(
+            'Where to start in the files on disk at the agent\'s first start on a node (an empty checkpoint folder). After that, every file without a checkpoint, including those written while the agent was down, is read from its beginning.',
+          ),
         readBufferBytes: z.number().int().min(4 * KIB).max(16 * MIB).default(256 * KIB).describe('Bytes read from a file at once.'),
         maxOpenFiles: z.number().int().min(1).default(1024).describe('Descriptors held open at most; further files wait for a slot.'),
         pollIntervalMs: z.number().int().min(10).default(250).describe('How often open files are checked for growth, rotation, truncation and deletion.'),
@@ -57,6 +62,12 @@ export const agentConfigSchema = z
       .strictObject({
         format: z.enum(['auto', 'cri', 'docker']).default('auto').describe('Log file format; `auto` decides per file from its first line.'),
         maxLineBytes: z.number().int().min(1 * KIB).max(64 * MIB).default(256 * KIB).describe('Longest message kept after merging partial lines; the rest is cut and the record flagged `truncated`.'),
+        partialTimeoutMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(10_000)
+          .describe('How long the first chunks of a line the runtime split (`P`) wait for the last one (`F`); then they are shipped flagged `partial`, and so is the rest if it comes. Chunks pending when a file ends are shipped flagged `partial` at once.'),
         multiline: z
           .strictObject({
             containers: z

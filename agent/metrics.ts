@@ -3,7 +3,7 @@
  * into prom-client metrics at scrape time, so shipping a line costs no metric-library call.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { ERROR_REASONS, type ErrorReason } from './tail-manager.js';
+import { ERROR_REASONS, LOSS_REASONS, type ErrorReason } from './tail-manager.js';
 import type { TailCounters } from './tailed-file.js';
 
 export interface AgentMetricSources {
@@ -19,6 +19,7 @@ export interface AgentMetricSources {
 export class AgentMetrics {
   readonly errors: Counter<'reason'>;
   readonly backpressureSeconds: Counter;
+  readonly lostBytes: Counter<'reason'>;
   /** Idle reclaims by step: `release` (buffers and heap), `page_out` (node's pages), `page_out_failed`. */
   readonly idleSteps: Counter<'step'>;
   /** Resident bytes the page-outs gave back (RSS before minus after). */
@@ -113,6 +114,13 @@ export class AgentMetrics {
         this.set(last === undefined ? 0 : (Date.now() - last) / 1000);
       },
     });
+    this.lostBytes = new Counter({
+      name: 'logship_agent_lost_bytes_total',
+      help: 'Bytes that existed in a log file and could never be read: deleted_before_read (the file was pruned or its pod removed before the agent read it), truncated (copytruncate with no copy to read), unreadable (a corrupt .gz).',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    for (const reason of LOSS_REASONS) this.lostBytes.inc({ reason }, 0);
     this.backpressureSeconds = new Counter({ name: 'logship_agent_backpressure_seconds_total', help: 'Time reading waited for the producer to drain.', registers: [registry] });
     this.idleSteps = new Counter({
       name: 'logship_agent_idle_reclaims_total',

@@ -76,6 +76,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       maxMessageBytes: config.kafka.maxMessageBytes,
       maxRecordsPerMessage: config.kafka.maxRecordsPerMessage,
       rotateWaitMs: config.files.rotateWaitMs,
+      partialTimeoutMs: config.parse.partialTimeoutMs,
     },
     producer,
     messages,
@@ -119,7 +120,11 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
         metrics.errors.inc({ reason });
         errorLog.warn(reason, { ...context, err: error }, `agent error: ${reason}`);
       },
-      onBackpressure: (waitedMs) => metrics.backpressureSeconds.inc(waitedMs / 1000),
+      onBackpressure: (waitedMs: number) => metrics.backpressureSeconds.inc(waitedMs / 1000),
+      onLost: (reason, bytes, context) => {
+        metrics.lostBytes.inc({ reason }, bytes);
+        logger.warn({ reason, bytes, ...context }, 'lost bytes');
+      },
     },
     logger.child({ component: 'tail' }),
   );

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { CHECKPOINT_FILE, CheckpointStore, parseCheckpointFile, type Checkpoint } from '../../../agent/checkpoint-store.js';
+import { CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointStore, parseCheckpointFile, type Checkpoint } from '../../../agent/checkpoint-store.js';
 import { CheckpointError, ErrorCode } from '../../../shared/errors.js';
 import { createLogger } from '../../../shared/logger.js';
 
@@ -19,14 +19,17 @@ describe('CheckpointStore', () => {
     const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
     const store = await CheckpointStore.open(dir, silent);
     assert.equal(store.size, 0);
-    assert.equal(await store.flush(), false, 'nothing to write yet');
+    assert.equal(store.firstStart, true);
+    assert.equal(await store.flush(), true, 'a first start writes its (empty) state, so a restart is not taken for a first start');
+    assert.equal(await store.flush(), false, 'nothing new to write');
+    assert.equal((await CheckpointStore.open(dir, silent)).firstStart, false);
     store.set(checkpoint('a', 100));
     store.set(checkpoint('b', 7));
     assert.equal(await store.flush(), true);
     assert.equal(await store.flush(), false, 'unchanged state is not rewritten');
     assert.deepEqual(readdirSync(dir), [CHECKPOINT_FILE], 'no temp file left behind');
     const onDisk = JSON.parse(readFileSync(join(dir, CHECKPOINT_FILE), 'utf8')) as { version: number };
-    assert.equal(onDisk.version, 1);
+    assert.equal(onDisk.version, CHECKPOINT_VERSION);
 
     const reopened = await CheckpointStore.open(dir, silent);
     assert.equal(reopened.get('a')?.offset, 100);
@@ -65,7 +68,7 @@ describe('CheckpointStore', () => {
 
   it('refuses a file written by a newer agent instead of guessing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
-    writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ version: 2, checkpoints: [] }));
+    writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ version: CHECKPOINT_VERSION + 1, checkpoints: [] }));
     await assert.rejects(CheckpointStore.open(dir, silent), (e: unknown) => e instanceof CheckpointError && e.code === ErrorCode.CHECKPOINT_CORRUPT);
     assert.equal(existsSync(join(dir, CHECKPOINT_FILE)), true, 'the newer file is left untouched');
   });
