@@ -100,12 +100,12 @@ export class GzipReader {
       return chunk;
     }
     if (this.ended) return undefined;
-    const { value, done } = await this.chunks.next();
-    if (done === true) {
+    const next: IteratorResult<Buffer, unknown> = await this.chunks.next();
+    if (next.done === true) {
       this.ended = true;
       return undefined;
     }
-    return value;
+    return next.value;
   }
 }
 

@@ -353,10 +353,12 @@ export class TailManager {
     const state = { again: false, done: Promise.resolve() };
     state.done = (async () => {
       try {
-        do {
+        for (;;) {
           state.again = false;
           await this.reconcileOnce(folder, initial, seen);
-        } while (state.again && !this.stopping);
+          // Set by a call made while this pass awaited.
+          if (!(state as { again: boolean }).again || this.stopping) break;
+        }
       } catch (error) {
         this.hooks.onError('discovery', error, { folder });
       } finally {
@@ -674,8 +676,8 @@ export class TailManager {
       if (this.stopping) return;
       if (this.active.has(path) || this.waiting.has(path)) continue;
       let code: string | undefined;
-      const current = await stat(path).catch((error: NodeJS.ErrnoException) => {
-        code = error.code;
+      const current = await stat(path).catch((error: unknown) => {
+        code = (error as NodeJS.ErrnoException).code;
         return undefined;
       });
       if (current !== undefined) {
