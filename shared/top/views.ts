@@ -211,7 +211,7 @@ export function aggregatorView(w: MetricWindow, url: string, nowMs: number): str
       ),
     ),
     '',
-    labelled('consumer lag', `${formatCount(lag)} messages over ${lagSamples.length} partitions${worst !== undefined && worst.value > 0 ? ` (most: ${formatCount(worst.value)} on ${worst.labels.topic ?? '?'}/${worst.labels.partition ?? '?'})` : ''}`),
+    labelled('consumer lag', `${formatCount(lag)} messages · ${formatCount(w.total('logship_aggregator_assigned_partitions'))} partitions${worst !== undefined && worst.value > 0 ? ` · worst ${worst.labels.topic ?? '?'}/${worst.labels.partition ?? '?'}: ${formatCount(worst.value)}` : ''}`),
     labelled('held', `${formatBytes(w.total('logship_aggregator_held_bytes'))}${pausedShare === undefined ? '' : ` · fetch paused ${(Math.min(1, pausedShare) * 100).toFixed(0)}% of the time`}`),
     labelled('dead letters', byLabel(w, 'logship_aggregator_dead_letters_total', 'reason')),
     ...replays,

@@ -21,6 +21,7 @@ function aggregatorText(records: number, bucketsLe: Record<string, number>, lagA
     `logship_aggregator_end_to_end_delay_seconds_count{sink="archive"} ${bucketsLe['+Inf'] ?? 0}`,
     `logship_aggregator_consumer_lag{topic="logs.prod.web",partition="0"} ${lagA}`,
     'logship_aggregator_consumer_lag{topic="logs.prod.web",partition="1"} 3',
+    'logship_aggregator_assigned_partitions 6',
     'logship_aggregator_dead_letters_total{reason="rejected",sink="search"} 4',
     'logship_aggregator_dead_letters_total{reason="invalid_json",sink=""} 0',
     `process_cpu_seconds_total ${records / 100_000}`,
@@ -65,7 +66,7 @@ describe('top: reading /metrics', () => {
     assert.match(text, /\n {2}records in +1\.00k\/s +3\.00k\n/);
     assert.match(text, /\n {2}archive +1\.00k\/s +391 KiB\/s +3\.00k +0 +2 +1\.4s\/2\.0s\n/);
     assert.match(text, /\n {2}search-with…/);
-    assert.match(text, /consumer lag +10 messages over 2 partitions \(most: 7 on logs\.prod\.web\/0\)/);
+    assert.match(text, /consumer lag +10 messages · 6 partitions · worst logs\.prod\.web\/0: 7\n/);
     assert.match(text, /dead letters +rejected 4\n/);
     assert.match(text, /process +RSS 80\.0 MiB · heap – · CPU 1\.0%$/);
     assert.doesNotMatch(text, /replays dropped/, 'shown only by aggregators that count them');
