@@ -43,7 +43,10 @@ export function formatDuration(ms: number): string {
   return `${s}s`;
 }
 
-/** The last non-empty line written to `file` past byte `fromOffset` (its size when the step began). */
+/**
+ * The last non-empty line written to `file` past byte `fromOffset` (its size when the step began),
+ * leaving out the `$ command` line runLogged writes first.
+ */
 export function lastLineSince(file: string, fromOffset: number): string | undefined {
   let fd: number;
   try {
@@ -58,7 +61,7 @@ export function lastLineSince(file: string, fromOffset: number): string | undefi
     const buffer = Buffer.alloc(size - start);
     const read = readSync(fd, buffer, 0, buffer.length, start);
     // eslint-disable-next-line no-control-regex -- terminal escapes some tools write even into a file
-    const lines = buffer.toString('utf8', 0, read).replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').split(/[\r\n]+/).map((l) => l.trim()).filter((l) => l !== '');
+    const lines = buffer.toString('utf8', 0, read).replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').split(/[\r\n]+/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('$ '));
     const last = lines.at(-1);
     if (last === undefined) return undefined;
     return last.length > LAST_LINE_CHARS ? `${last.slice(0, LAST_LINE_CHARS - 1)}…` : last;

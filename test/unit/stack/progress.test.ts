@@ -72,6 +72,8 @@ describe('stack progress', () => {
     const log = join(dir, 'last.log');
     writeFileSync(log, 'old\n');
     assert.equal(lastLineSince(log, 4), undefined);
+    appendFileSync(log, '\n$ go build -o kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver\n');
+    assert.equal(lastLineSince(log, 4), undefined, 'the command line runLogged writes is not output');
     appendFileSync(log, `\u001b[1mDownloaded\u001b[0m 12 MB\r\n\n`);
     assert.equal(lastLineSince(log, 4), 'Downloaded 12 MB');
     appendFileSync(log, `${'x'.repeat(300)}\n`);
