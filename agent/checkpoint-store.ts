@@ -40,6 +40,8 @@ interface CheckpointFile {
 
 export class CheckpointStore {
   private readonly entries = new Map<string, Checkpoint>();
+  /** Checkpoints that would have moved backwards (a bug; each logged, the larger offset kept). */
+  regressions = 0;
   private dirty = false;
   private lastWriteMs: number | undefined;
   private writing: Promise<boolean> | undefined;
@@ -111,14 +113,21 @@ export class CheckpointStore {
     return this.entries.size;
   }
 
-  /** Records progress; only ever forward for a given identity. */
+  /**
+   * Records progress; only ever forward for a given identity. A move backwards means two readers of
+   * one file identity (a bug): it is logged with both offsets and counted (`regressions`), the larger
+   * offset is kept, and the caller goes on with its other files.
+   */
   set(checkpoint: Checkpoint): void {
     const current = this.entries.get(checkpoint.key);
-    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path) return;
+    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path && current.done === checkpoint.done && current.size === checkpoint.size) return;
     if (current && checkpoint.offset < current.offset) {
-      throw new CheckpointError(`checkpoint for ${checkpoint.key} would move back from ${current.offset} to ${checkpoint.offset}`, {
-        code: ErrorCode.INTERNAL,
-      });
+      this.regressions++;
+      this.logger.error(
+        { key: checkpoint.key, path: checkpoint.path, offset: current.offset, attemptedOffset: checkpoint.offset, code: ErrorCode.INTERNAL },
+        'bug: a checkpoint would move backwards; the larger offset is kept',
+      );
+      checkpoint = { ...checkpoint, offset: current.offset };
     }
     this.entries.set(checkpoint.key, checkpoint);
     this.dirty = true;

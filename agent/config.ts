@@ -107,8 +107,12 @@ export const agentConfigSchema = z
             .max(8)
             .default(2)
             .describe("Idempotent producers (lanes), each with one produce request in flight: with two, one request is encoded and compressed while the broker handles another. A pod's messages always take the same lane, so per-pod order holds."),
+          autoCreateTopics: z
+            .boolean()
+            .default(true)
+            .describe('Let the brokers create a missing topic (when their `auto.create.topics.enable` allows it). Off: a missing topic stalls until an operator creates it, while other topics keep flowing.'),
           retryInitialDelayMs: z.number().int().min(1).default(200).describe('First backoff after a failed batch.'),
-          retryMaxDelayMs: z.number().int().min(1).default(30_000).describe('Longest backoff between attempts; attempts never stop.'),
+          retryMaxDelayMs: z.number().int().min(1).default(30_000).describe('Longest backoff between attempts; attempts never stop (a topic that refuses messages is retried on its own, see docs/kafka-topics.md).'),
       })
       .superRefine(checkKafkaConnection)
       .describe('Kafka connection and producer.'),

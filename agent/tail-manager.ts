@@ -295,12 +295,28 @@ export class TailManager {
   }
 
   private async identify(file: TailedFile, initial: boolean, forceStart?: number): Promise<boolean> {
+    let twin: TailedFile | undefined;
     const identified = await file.identify((identity, size) => {
       if (forceStart !== undefined) return forceStart;
+      // The same file back at its path (the kubelet renames a rotated file back when the runtime
+      // could not reopen its log): it goes on where its reader is, never from an older checkpoint.
+      twin = [...this.draining].find((other) => other.identity?.key === identity.key);
+      if (twin) return Math.min(twin.readOffset, size);
       const checkpoint = this.checkpoints.get(identity.key);
       if (checkpoint) return checkpoint.offset <= size ? checkpoint.offset : 0;
       return this.skipsExisting(initial) ? size : 0;
     });
+    if (identified && twin?.phase === 'draining' && this.active.get(file.path) === file) {
+      // One reader per file: the draining one takes the path again, with its assembly state.
+      this.active.set(file.path, twin);
+      this.draining.delete(twin);
+      twin.reactivate();
+      await file.abandon();
+      this.openCount--;
+      this.logger.info({ path: file.path, identity: twin.identity?.key }, 'rotated file renamed back to its path, reading on');
+      this.markReady(twin);
+      return true;
+    }
     if (identified) {
       this.logger.debug({ path: file.path, identity: file.identity?.key, offset: file.readOffset }, 'tailing file');
       this.markReady(file);
@@ -539,6 +555,9 @@ export class TailManager {
         continue;
       }
       this.readySet.delete(file);
+      // Its topic refuses messages (the producer holds them aside): leave the file until the topic
+      // takes them again; the poll offers it again while it has unread bytes.
+      if (this.env.producer.isStalled(this.env.topicFor(file.pod))) continue;
       if (!this.env.producer.hasCapacity()) {
         const started = Date.now();
         await this.env.producer.waitForCapacity();
@@ -723,6 +742,8 @@ export class TailManager {
   private async doWriteCheckpoints(): Promise<void> {
     const now = Date.now();
     const live = new Set<string>();
+    // One entry per identity: should two readers ever hold one file, the entry keeps the smaller safe offset.
+    const entries = new Map<string, Checkpoint>();
     for (const file of [...this.active.values(), ...this.draining]) {
       const identity = file.identity;
       if (!identity) continue;
@@ -730,7 +751,7 @@ export class TailManager {
       // Done, its entry stays while the file is on disk under any name; reconciliation drops it after.
       if (done) this.draining.delete(file);
       live.add(identity.key);
-      this.checkpoints.set({
+      const entry: Checkpoint = {
         key: identity.key,
         path: file.path,
         dev: identity.dev,
@@ -740,8 +761,12 @@ export class TailManager {
         size: Math.max(file.knownSize, file.readOffset),
         ...(done ? { done } : {}),
         updatedAtMs: now,
-      });
+      };
+      const other = entries.get(identity.key);
+      if (other === undefined) entries.set(identity.key, entry);
+      else entries.set(identity.key, { ...other, offset: Math.min(other.offset, entry.offset), size: Math.max(other.size ?? 0, entry.size ?? 0), ...(other.done === true && done ? { done } : { done: undefined }) });
     }
+    for (const entry of entries.values()) this.checkpoints.set(entry);
     // Folder reconciliation owns the entries of the folders it sees; entries of folders no longer
     // tailed (outside the root, excluded by a changed config) age out.
     for (const checkpoint of [...this.checkpoints.all()]) {

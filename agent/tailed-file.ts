@@ -337,6 +337,13 @@ export class TailedFile {
     this.lastGrowthMs = Date.now();
   }
 
+  /** The file is back at its path (renamed back): read it as the live file again. */
+  reactivate(): void {
+    if (this.phase !== 'draining') return;
+    this.phase = 'active';
+    this.drainReason = undefined;
+  }
+
   /** A draining file is done once read to the end and (if renamed away) quiet for rotateWaitMs. */
   drainComplete(now: number): boolean {
     if (this.phase !== 'draining' || this.hasUnreadBytes) return false;

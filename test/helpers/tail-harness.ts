@@ -30,6 +30,7 @@ export class TailHarness {
   readonly losses: Loss[] = [];
   readonly errors: { reason: string; context: Record<string, unknown> }[] = [];
   private manager: TailManager | undefined;
+  private store: CheckpointStore | undefined;
 
   constructor(
     readonly root: string,
@@ -41,6 +42,7 @@ export class TailHarness {
     const logger = createLogger({ name: 'tail-harness', level: 'silent' });
     const producer = {
       hasCapacity: () => true,
+      isStalled: () => false,
       waitForCapacity: () => Promise.resolve(),
       enqueue: (message: { value: Buffer; onAck: () => void }) => {
         for (const line of message.value.toString('utf8').split('\n')) if (line !== '') this.records.push(JSON.parse(line) as LogRecord);
@@ -60,6 +62,7 @@ export class TailHarness {
       counters: newTailCounters(),
     };
     const checkpoints = await CheckpointStore.open(this.stateDir, logger);
+    this.store = checkpoints;
     this.manager = new TailManager(
       env,
       checkpoints,
@@ -96,6 +99,11 @@ export class TailHarness {
   /** Waits until `count` records arrived (or fails at the deadline). */
   async waitForRecords(count: number, timeoutMs = 10_000): Promise<void> {
     await waitFor(`${count} records`, () => this.records.length >= count, timeoutMs, 20);
+  }
+
+  /** The offsets of the checkpoint entries (written every `checkpointIntervalMs`). */
+  checkpointOffsets(): number[] {
+    return [...(this.store?.all() ?? [])].map((entry) => entry.offset);
   }
 
   /** A clean stop: reading stops, checkpoints are written. */

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { agentConfigFile, appendLines, cri, makeRoot, metricValue, podDir, RecordCollector, startAgentProcess, type AgentProcess } from '../helpers/agent.js';
-import { rssBytes, startStackServer, stopStackServer, uniqueName, waitFor } from '../helpers/stack.js';
+import { startIsolatedAgent, type IsolatedAgent } from '../helpers/isolated-network.js';
+import { kafkaConfig, rssBytes, startStackServer, stopStackServer, uniqueName, waitFor } from '../helpers/stack.js';
+import { CHECKPOINT_FILE, type Checkpoint } from '../../agent/checkpoint-store.js';
 
 const MIB = 1024 * 1024;
 const OUTAGE_MS = 30_000;
@@ -102,5 +104,82 @@ describe('agent: Kafka stopped for 30 s mid-run (real Kafka)', () => {
     assert.ok(peakUnshipped > 60 * MIB, `backlog metric saw the pile-up (${peakUnshipped})`);
     assert.ok(peakBuffered <= maxBufferedBytes + MIB, `producer buffer stayed bounded (${peakBuffered})`);
     assert.ok(peakRss - baselineRss < 100 * MIB, `memory stayed flat: grew ${Math.round((peakRss - baselineRss) / MIB)} MiB`);
+  });
+});
+
+describe('agent: SIGTERM while Kafka is unreachable (real Kafka, cut for the agent alone)', () => {
+  const topicPrefix = uniqueName('it-agent-unreachable');
+  const topic = `${topicPrefix}.ns-cut`;
+  const collector = new RecordCollector();
+  let agent: IsolatedAgent | undefined;
+
+  before(() => collector.start([topic]));
+  after(async () => {
+    await agent?.kill9();
+    await agent?.close();
+    await collector.stop([topic]);
+  });
+
+  it('writes the checkpoints of what Kafka acknowledged and exits within its shutdown timeout', async (t) => {
+    const root = makeRoot();
+    const stateDir = mkdtempSync(join(tmpdir(), 'logship-agent-state-'));
+    const brokers = kafkaConfig().brokers;
+    const kafkaPort = Number((brokers[0] ?? '').split(':')[1]);
+    // Inside its own network namespace every port is free: a fixed one for the ops server.
+    const opsPort = 9102;
+    const timeoutMs = 6_000;
+    const config = agentConfigFile({
+      root,
+      stateDir,
+      topicPrefix,
+      extra: {
+        ops: { host: '127.0.0.1', port: opsPort },
+        kafka: {
+          brokers,
+          topicTemplate: `${topicPrefix}.{namespace}`,
+          maxBatchBytes: 256 * 1024,
+          maxBufferedBytes: MIB,
+          retryInitialDelayMs: 100,
+          retryMaxDelayMs: 1_000,
+          requestTimeoutMs: 2_000,
+          connectionTimeoutMs: 500,
+        },
+        // Never on the interval: only the shutdown writes checkpoints in this test.
+        checkpoints: { dir: stateDir, intervalMs: 3_600_000 },
+        shutdown: { timeoutMs },
+      },
+    });
+    const file = join(podDir(root, 'ns-cut', 'pod-0', '20000000-cccc-4ccc-8ccc-cccccccccccc', 'app').dir, '0.log');
+    appendLines(file, Array.from({ length: 5_000 }, (_, n) => cri(`before-${n} ${PADDING}`)));
+    const acknowledgedSize = statSync(file).size;
+
+    agent = await startIsolatedAgent(config, kafkaPort, opsPort);
+    const opsUrl = await agent.opsUrl;
+    await collector.waitForCount(5_000, 60_000);
+    await waitFor('every line acknowledged to the agent', async () => (await metricValue(opsUrl, 'logship_agent_unshipped_bytes')) === 0, 30_000, 100);
+
+    agent.cut();
+    // Far more than the producer's buffer: reading ends up waiting for room that never comes.
+    appendLines(file, Array.from({ length: 20_000 }, (_, n) => cri(`after-${n} ${PADDING}`)));
+    await waitFor('the buffer full, reading waiting for Kafka', async () => (await metricValue(opsUrl, 'logship_agent_producer_buffered_bytes')) >= MIB, 30_000, 100);
+    assert.ok(!existsSync(join(stateDir, CHECKPOINT_FILE)), 'no checkpoint written yet');
+
+    const stopped = agent.stop().then((exitCode) => ({ code: exitCode }));
+    let exit: { code: number | null } | undefined;
+    void stopped.then((value) => (exit = value));
+    const code = await waitFor('the agent to exit after SIGTERM', () => exit, 4 * timeoutMs, 100);
+    const logs = agent.logs();
+    const finished = logs.split('\n').filter((l) => l.includes('"shutdown finished"')).map((l) => JSON.parse(l) as { completed: string[]; failed: { name: string }[]; timedOut?: string; elapsedMs: number });
+    t.diagnostic(`exit ${String(code.code)}; ${JSON.stringify(finished[0])}`);
+    assert.equal(finished.length, 1, 'the shutdown ran to its end');
+    const result = finished[0] as (typeof finished)[number];
+    assert.equal(result.timedOut, undefined, 'within shutdown.timeoutMs');
+    assert.ok(result.completed.includes('stop reading') && result.completed.includes('write checkpoints') && result.completed.includes('write final checkpoints'), `steps done: ${result.completed.join(', ')}`);
+    assert.deepEqual(result.failed.map((f) => f.name), ['flush producer'], 'only the flush, which Kafka could not take, gave up');
+    assert.equal(code.code, 1, 'an incomplete flush is a non-zero exit');
+
+    const written = JSON.parse(readFileSync(join(stateDir, CHECKPOINT_FILE), 'utf8')) as { checkpoints: Checkpoint[] };
+    assert.deepEqual(written.checkpoints.map((c) => c.offset), [acknowledgedSize], 'the checkpoint covers what Kafka acknowledged, nothing more');
+    assert.equal(new Set(collector.records.map((r) => r.record.message)).size, 5_000);
   });
 });

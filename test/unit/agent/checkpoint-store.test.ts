@@ -37,12 +37,32 @@ describe('CheckpointStore', () => {
     assert.ok(reopened.lastWrittenAtMs !== undefined);
   });
 
-  it('moves forward only', async () => {
-    const store = await CheckpointStore.open(mkdtempSync(join(tmpdir(), 'logship-cp-')), silent);
+  it('moves forward only: a move backwards is logged as a bug and counted, the larger offset kept, the other files still set and written', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ name: 'test', level: 'info', destination: new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }) });
+    const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
+    const store = await CheckpointStore.open(dir, logger);
     store.set(checkpoint('a', 100));
     store.set(checkpoint('a', 150));
-    assert.throws(() => store.set(checkpoint('a', 120)), (e: unknown) => e instanceof CheckpointError);
+    assert.doesNotThrow(() => store.set(checkpoint('a', 120)));
+    store.set(checkpoint('b', 9));
     assert.equal(store.get('a')?.offset, 150);
+    assert.equal(store.get('b')?.offset, 9);
+    assert.equal(store.regressions, 1);
+    const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 'error' || l.level === 50);
+    assert.ok(logged, 'an error is logged');
+    assert.equal(logged.key, 'a');
+    assert.equal(logged.offset, 150);
+    assert.equal(logged.attemptedOffset, 120);
+    // Under another path (the file was renamed), the new path is taken with the larger offset.
+    store.set({ ...checkpoint('a', 10), path: '/var/log/pods/ns_p_u/c/0.log.20261207-120000' });
+    assert.equal(store.get('a')?.offset, 150);
+    assert.equal(store.get('a')?.path, '/var/log/pods/ns_p_u/c/0.log.20261207-120000');
+    assert.equal(store.regressions, 2);
+    await store.flush();
+    const reopened = await CheckpointStore.open(dir, silent);
+    assert.equal(reopened.get('a')?.offset, 150);
+    assert.equal(reopened.get('b')?.offset, 9);
   });
 
   it('forgets deleted entries on disk too', async () => {

@@ -125,6 +125,26 @@ describe('agent tailing: rotation, compression and restarts (real files)', () =>
     assert.ok(shippedBytes > 0);
   });
 
+  it('a rotated file renamed back to its path (the runtime could not reopen) keeps one reader', async () => {
+    const root = makeRoot();
+    const { dir } = podDir(root, 'ns', 'pod', UID, 'app');
+    const live = join(dir, '0.log');
+    writeFileSync(live, lines('a', 0, 10));
+    const harness = await started(new TailHarness(root, undefined, { pollIntervalMs: 20 }));
+    await harness.waitForRecords(10);
+    renameSync(live, join(dir, '0.log.20261207-100000'));
+    appendFileSync(join(dir, '0.log.20261207-100000'), lines('a', 10, 5));
+    await waitFor('the rotation seen', () => harness.records.length >= 15, 5_000, 10);
+    renameSync(join(dir, '0.log.20261207-100000'), live);
+    appendFileSync(live, lines('a', 15, 5));
+    await harness.waitForRecords(20);
+    // Let a few polls and a checkpoint pass, then write more: still each line once.
+    await waitFor('a checkpoint at the end', () => harness.checkpointOffsets().some((offset) => offset === readFileSync(live).length), 5_000, 20);
+    appendFileSync(live, lines('a', 20, 5));
+    await harness.waitForRecords(25);
+    expectOnce(harness, names('a', 0, 25));
+  });
+
   it('counts the unread part of a deleted file whose size the agent had seen', async () => {
     const root = makeRoot();
     const { dir } = podDir(root, 'ns', 'pod', UID, 'app');
