@@ -162,6 +162,14 @@ function labelled(label: string, text: string): string {
 
 // ---- the views ------------------------------------------------------------------------------------
 
+/** `0`, or `2: logs.prod.a (unknown_topic), logs.prod.b (not_authorized)`. */
+function stalledTopics(w: MetricWindow): string {
+  const count = w.total('logship_agent_stalled_topics');
+  if (count === 0) return '0';
+  const topics = w.cur.samples('logship_agent_topic_stalled').map((s) => `${s.labels.topic ?? '?'} (${s.labels.reason ?? '?'})`);
+  return `${formatCount(count)}${topics.length > 0 ? `: ${topics.join(', ')}` : ''}`;
+}
+
 export function agentView(w: MetricWindow, url: string, nowMs: number): string[] {
   const tracked = w.total('logship_agent_files_tracked');
   const open = w.total('logship_agent_files_open');
@@ -180,6 +188,9 @@ export function agentView(w: MetricWindow, url: string, nowMs: number): string[]
     labelled('backlog', `${formatBytes(w.total('logship_agent_unshipped_bytes'))} unshipped · ${formatBytes(w.total('logship_agent_producer_buffered_bytes'))} buffered for Kafka`),
     labelled('lost bytes', lost === 0 ? '0' : byLabel(w, 'logship_agent_lost_bytes_total', 'reason', formatBytes)),
     labelled('errors', byLabel(w, 'logship_agent_errors_total', 'reason')),
+    // Exported by agents that hold back the topics the brokers refuse (docs/kafka-topics.md).
+    ...(w.cur.has('logship_agent_kafka_send_errors_total') ? [labelled('Kafka errors', byLabel(w, 'logship_agent_kafka_send_errors_total', 'reason'))] : []),
+    ...(w.cur.has('logship_agent_stalled_topics') ? [labelled('stalled topics', stalledTopics(w))] : []),
     labelled('checkpoint age', formatSeconds(w.total('logship_agent_checkpoint_age_seconds'))),
     processRow(w),
   ];

@@ -105,6 +105,8 @@ describe('logship-agent top', () => {
     assert.match(first.find((l) => l.startsWith('  files tracked')) ?? '', /files tracked\s+1 \(1 open\)$/);
     assert.match(first.find((l) => l.startsWith('  errors')) ?? '', /errors\s+none$/);
     assert.match(first.find((l) => l.startsWith('  lost bytes')) ?? '', /lost bytes\s+0$/);
+    assert.match(first.find((l) => l.startsWith('  Kafka errors')) ?? '', /Kafka errors\s+none$/);
+    assert.match(first.find((l) => l.startsWith('  stalled topics')) ?? '', /stalled topics\s+0$/);
     assert.match(first.find((l) => l.startsWith('  process')) ?? '', /RSS \d+(\.\d+)? MiB · heap \d+(\.\d+)? MiB · CPU \d+\.\d%$/);
     for (const line of first) assert.ok(line.length <= 80, `a line wider than 80 columns: ${line}`);
 

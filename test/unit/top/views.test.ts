@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Scrape } from '../../../shared/top/prom-text.js';
-import { aggregatorView, formatBytes, formatCount, formatSeconds, MetricWindow, render, WIDTH } from '../../../shared/top/views.js';
+import { agentView, aggregatorView, formatBytes, formatCount, formatSeconds, MetricWindow, render, WIDTH } from '../../../shared/top/views.js';
 
 const T0 = Date.parse('2026-12-07T12:00:00Z');
 
@@ -70,6 +70,41 @@ describe('top: reading /metrics', () => {
     assert.match(text, /dead letters +rejected 4\n/);
     assert.match(text, /process +RSS 80\.0 MiB · heap – · CPU 1\.0%$/);
     assert.doesNotMatch(text, /replays dropped/, 'shown only by aggregators that count them');
+  });
+
+  it('draws the agent: flow, files, backlog, lost bytes, errors and stalled topics by reason', () => {
+    const text = (lines: number, lost: number): string =>
+      [
+        `logship_agent_lines_read_total ${lines}`,
+        `logship_agent_bytes_read_total ${lines * 170}`,
+        `logship_agent_records_produced_total ${lines}`,
+        'logship_agent_files_tracked 40',
+        'logship_agent_files_open 38',
+        'logship_agent_unshipped_bytes 1048576',
+        'logship_agent_producer_buffered_bytes 0',
+        `logship_agent_lost_bytes_total{reason="deleted_before_read"} ${lost}`,
+        'logship_agent_lost_bytes_total{reason="truncated"} 0',
+        'logship_agent_errors_total{reason="unparsed"} 0',
+        'logship_agent_errors_total{reason="file_vanished"} 3',
+        'logship_agent_kafka_send_errors_total{reason="unknown_topic"} 12',
+        'logship_agent_stalled_topics 1',
+        'logship_agent_topic_stalled{topic="logs.prod.gone",reason="unknown_topic"} 1',
+      ].join('\n');
+    const w = new MetricWindow(new Scrape(text(250_000, 4096), T0 + 1000), new Scrape(text(50_000, 0), T0));
+    const lines = agentView(w, 'http://127.0.0.1:9102', T0 + 1000);
+    for (const line of lines) assert.ok(line.length <= WIDTH, `wider than ${WIDTH}: ${line}`);
+    const screen = lines.join('\n');
+    assert.match(screen, /\n {2}lines read +200k\/s +250k\n/);
+    assert.match(screen, /\n {2}bytes read +32\.4 MiB\/s +40\.5 MiB\n/);
+    assert.match(screen, /files tracked +40 \(38 open\)/);
+    assert.match(screen, /backlog +1\.00 MiB unshipped · 0 B buffered for Kafka/);
+    assert.match(screen, /lost bytes +deleted_before_read 4\.00 KiB \(\+4\.00 KiB\/s\)\n/);
+    assert.match(screen, /errors +file_vanished 3\n/);
+    assert.match(screen, /Kafka errors +unknown_topic 12\n/);
+    assert.match(screen, /stalled topics +1: logs\.prod\.gone \(unknown_topic\)\n/);
+    const older = agentView(new MetricWindow(new Scrape('logship_agent_lines_read_total 5', T0)), 'http://127.0.0.1:9102', T0).join('\n');
+    assert.match(older, /lost bytes +0\n/, 'an agent without the metric shows 0 lost bytes');
+    assert.doesNotMatch(older, /stalled topics/);
   });
 
   it('says so when the metrics are not a logship component\'s', () => {
