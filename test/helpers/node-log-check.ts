@@ -152,8 +152,10 @@ export function lossReports(runs: readonly AgentRun[]): LossReport[] {
 }
 
 export interface KillRunVerdict {
-  /** Missing lines whose file was still on disk when an agent came back after the last kill before... : losses nothing excuses. */
+  /** Missing lines that were on disk, in some form, when an agent started, or at the end: losses nothing excuses. */
   lostWhileOnDisk: WrittenLine[];
+  /** Missing lines on disk at no restart, in a file deleted while an agent was up and no kill came between: nothing excuses them either. */
+  lostWhileUp: WrittenLine[];
   /** Missing lines of a file deleted while no agent could read it, that some agent had seen: each must lie in a reported range. */
   lostSeenUnreported: WrittenLine[];
   lostSeenReported: WrittenLine[];
@@ -166,10 +168,13 @@ export interface KillRunVerdict {
 /**
  * Decides, for every missing line, whether its loss is excused, and whether the agent reported it.
  *
- * A line L in file incarnation I (deleted at d, or never) may be missing only if some agent was killed
- * after L was written and I was gone before the next agent was up (`readyAtMs + graceMs`): either it
- * was deleted while every agent was down, or an agent held it open and was killed before reading L.
- * Any other missing line was on disk, in some form, while an agent was up for long enough: a loss.
+ * A line L in file incarnation I (deleted at d, or never) that was on disk when an agent was started
+ * (written before, I not deleted yet), or at the end, must have arrived: the writer stands still from
+ * each start until that agent shipped everything on disk (or stalled), so nothing excuses it.
+ *
+ * Otherwise L may be missing only if some agent was killed after L was written and I was gone before
+ * the next agent was up (`readyAtMs + graceMs`): deleted while every agent was down, or while one held
+ * it open and was killed before reading L.
  *
  * Of the excused ones, if an agent was up for `seenMs` or more while I existed, that agent tracked I
  * and checkpointed it, so the agent that found it gone must have logged a loss for it: a report in the
@@ -178,7 +183,7 @@ export interface KillRunVerdict {
  * agent cannot know how far a file grew after it was killed.
  */
 export function judgeKillRun(writer: NodeLogWriter, tally: LineTally, runs: readonly AgentRun[], reports: readonly LossReport[], options: { graceMs: number; seenMs: number }): KillRunVerdict {
-  const verdict: KillRunVerdict = { lostWhileOnDisk: [], lostSeenUnreported: [], lostSeenReported: [], lostNeverSeen: [], falseReports: [] };
+  const verdict: KillRunVerdict = { lostWhileOnDisk: [], lostWhileUp: [], lostSeenUnreported: [], lostSeenReported: [], lostNeverSeen: [], falseReports: [] };
   const killed = runs.filter((r): r is AgentRun & { killedAtMs: number } => r.killedAtMs !== undefined);
   const nextReady = (killedAtMs: number): number => runs.find((r) => r.spawnedAtMs >= killedAtMs)?.readyAtMs ?? Number.POSITIVE_INFINITY;
   const seen = (inc: Incarnation): boolean =>
@@ -191,9 +196,14 @@ export function judgeKillRun(writer: NodeLogWriter, tally: LineTally, runs: read
   for (const line of tally.missing()) {
     const inc = writer.incarnations[line.incarnation] as Incarnation;
     const deletedAt = inc.deletedAtMs;
-    const excused = deletedAt !== undefined && killed.some((r) => line.writtenAtMs < r.killedAtMs && deletedAt < nextReady(r.killedAtMs) + options.graceMs);
-    if (!excused) {
+    const onDiskAtAStart = deletedAt === undefined || runs.some((r) => line.writtenAtMs <= r.spawnedAtMs && deletedAt > r.spawnedAtMs);
+    if (onDiskAtAStart) {
       verdict.lostWhileOnDisk.push(line);
+      continue;
+    }
+    const excused = killed.some((r) => line.writtenAtMs < r.killedAtMs && deletedAt < nextReady(r.killedAtMs) + options.graceMs);
+    if (!excused) {
+      verdict.lostWhileUp.push(line);
       continue;
     }
     if (!seen(inc)) {

@@ -23,7 +23,8 @@
  * - One docker json-file pod (`{"log":"…\n","stream":"stdout","time":"…"}`; long lines split at
  *   16 KiB into entries without the trailing `\n`), rotated like the others.
  * - One copytruncate pod: `N.log` is copied to `N.log.<k>` (k = 1, 2, …) and truncated in place; the
- *   runtime keeps appending (O_APPEND) at the new end. At most `maxFiles - 1` copies are kept.
+ *   runtime keeps appending (O_APPEND) at the new end. At most `maxFiles - 1` copies are kept. The
+ *   copy comes right after a burst of lines, so the tail of every truncated file is only in its copy.
  * - Container restarts: the container's next log is `<restart + 1>.log`; the old one stays.
  *
  * The ledger: every file incarnation (a rename-rotated file from its creation as `N.log` to the removal
@@ -127,6 +128,8 @@ export interface NodeLogWriterStats {
 }
 
 const TICK_MS = 20;
+/** Lines the copytruncate pod writes just before each copy. */
+const COPYTRUNCATE_BURST_LINES = 40;
 /** Characters of 1 to 4 UTF-8 bytes for long lines, so that 16 KiB cuts land inside characters. */
 const LONG_ALPHABET = ['日', '本', '語', 'é', 'ü', '😀', 'a', ' ', 'ж', '€'];
 
@@ -492,6 +495,9 @@ export class NodeLogWriter {
   private copytruncate(c: Container, now: number): void {
     const live = `${c.restart}.log`;
     const livePath = join(c.dir, live);
+    // logrotate copies at any moment of the application's output: here right after a burst of lines,
+    // which no reader can have read before the truncation (they are only in the copy then).
+    this.writeBatch(c, COPYTRUNCATE_BURST_LINES, now);
     c.copies++;
     const copyName = `${live}.${c.copies}`;
     const copyPath = join(c.dir, copyName);
