@@ -33,7 +33,13 @@ export function startLogshipProcess(binary: 'agent' | 'aggregator', configFile: 
   });
   let output = '';
   let resolveUrl: (url: string) => void = () => undefined;
-  const opsUrl = new Promise<string>((resolve) => (resolveUrl = resolve));
+  let rejectUrl: (error: Error) => void = () => undefined;
+  const opsUrl = new Promise<string>((resolve, reject) => {
+    resolveUrl = resolve;
+    rejectUrl = reject;
+  });
+  // Callers that never wait for the URL must not see an unhandled rejection.
+  opsUrl.catch(() => undefined);
   const onData = (chunk: Buffer): void => {
     output += chunk.toString();
     const match = /"address":"([\d.]+:\d+)".*ops server listening/.exec(output);
@@ -42,6 +48,8 @@ export function startLogshipProcess(binary: 'agent' | 'aggregator', configFile: 
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
   const exited = exitOf(child, (error) => (output += `\n${String(error)}\n`));
+  // A process that ends before it listens (a bad config, a crash at start) fails the wait instead of hanging it.
+  void exited.then((code) => rejectUrl(new Error(`logship-${binary} exited (${code ?? 'signal'}) before its ops server listened:\n${output.slice(-2000)}`)));
   return {
     child,
     opsUrl,
