@@ -166,6 +166,12 @@ function ensureImage(paths: StackPaths, spec: ImageSpec, imported: Set<string>, 
   run('ctr', ctrArgs(paths, 'images', 'import', archive));
   rmSync(archive, { force: true });
   rmSync(rootfs, { recursive: true, force: true });
+  // Earlier builds of this image (another bundle): out of the layout and out of containerd.
+  const older = run('umoci', ['ls', '--layout', layout]).split('\n').filter((t) => t.startsWith(`${spec.name}-`) && t !== `${spec.name}-${spec.tag}`);
+  for (const t of older) run('umoci', ['rm', '--image', `${layout}:${t}`]);
+  if (older.length > 0) run('umoci', ['gc', '--layout', layout]);
+  const stale = [...imported].filter((r) => r.startsWith(`docker.io/logship/${spec.name}:`) && r !== ref);
+  if (stale.length > 0) run('ctr', ctrArgs(paths, 'images', 'rm', ...stale));
   log(`${ref} assembled and imported in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
   return ref;
 }
