@@ -441,7 +441,7 @@ function kubeletConfig(paths: StackPaths): string {
     podLogsDir: '/var/log/pods',
     containerLogMaxSize: CONTAINER_LOG_MAX_SIZE,
     containerLogMaxFiles: CONTAINER_LOG_MAX_FILES,
-    containerLogMonitorInterval: '2s',
+    containerLogMonitorInterval: '3s',
     // A development machine's disk is shared with everything else: never collect images or evict for disk.
     imageGCHighThresholdPercent: 100,
     imageGCLowThresholdPercent: 99,
