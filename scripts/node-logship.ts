@@ -27,7 +27,7 @@ import type { NodeImages } from './images.js';
 import { REPO_ROOT, stackPaths } from './stack/context.js';
 import { readEndpoints, type StackEndpoints } from './stack/endpoints.js';
 import { kubeBinary } from './stack/kubernetes.js';
-import { ctrArgs, NODE_TAINT_KEY } from './stack/node.js';
+import { ctrArgs, nodeEndpoint, NODE_TAINT_KEY } from './stack/node.js';
 import { deleteTopics } from './stack/topics.js';
 
 export const OVERLAY_DIR = join(REPO_ROOT, 'k8s', 'overlays', 'test-node');
@@ -278,7 +278,7 @@ export async function createWorkloadPod(run: NodeRun, image: string, plan: Workl
 
 /** The pod's container log folder on the node: `<podLogsDir>/<ns>_<pod>_<uid>/<container>`. */
 export function containerLogDir(run: NodeRun, pod: V1Pod, container = 'app'): string {
-  return join(run.endpoints.node.podLogsDir, `${run.namespace}_${pod.metadata?.name ?? ''}_${pod.metadata?.uid ?? ''}`, container);
+  return join(nodeEndpoint(stackPaths()).podLogsDir, `${run.namespace}_${pod.metadata?.name ?? ''}_${pod.metadata?.uid ?? ''}`, container);
 }
 
 /** Whether the container's current log file holds `text` (the kubelet renames older ones; the last line is in the newest). */

@@ -29,9 +29,10 @@ import {
   type NodeRun,
   type WorkloadPlan,
 } from '../../scripts/node-logship.js';
-import { NODE_NAME } from '../../scripts/stack/node.js';
+import { stackPaths } from '../../scripts/stack/context.js';
+import { NODE_NAME, nodeReady } from '../../scripts/stack/node.js';
 import { KubernetesField, RecordFlag, type LogRecord } from '../../shared/record.js';
-import { stack, uniqueName } from '../helpers/stack.js';
+import { uniqueName } from '../helpers/stack.js';
 
 /** Three pods writing ~100 lines/s each for ~60 s (a 20,000-character line every 50): each rotates about twice at 1 MiB. */
 const STEADY: WorkloadPlan[] = ['web-a', 'web-b', 'web-c'].map((name) => ({ name, lines: 6_000, linesPerTick: 20, tickSeconds: 0.2, longEvery: 50, exitAfter: false }));
@@ -58,7 +59,7 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
   const rotations = new Map<string, Set<string>>();
 
   before(async () => {
-    assert.equal(stack().node.name, NODE_NAME);
+    assert.equal(await nodeReady(stackPaths()), 'True', `node ${NODE_NAME} Ready (npm run stack -- up node)`);
     images = await assembleNodeImages(log);
     run = await deployLogship(uniqueName('e2e-node'), images, log);
   });
@@ -215,7 +216,6 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
       check(record, 'image', k[KubernetesField.IMAGE], status?.image);
       check(record, 'metadata_fallback', record.log.flags?.includes(RecordFlag.METADATA_FALLBACK) ?? false, false);
     }
-    assert.deepEqual(Object.fromEntries(mismatches), {}, 'records whose metadata differs from the pod that wrote them (count, sequence numbers, value)');
     // Long lines were split by containerd (16 KiB chunks) and joined again whole.
     const longOnes = s3Records.filter((rec) => rec.message.includes(' long '));
     assert.ok(longOnes.length > 0);
@@ -225,6 +225,9 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     // The kubelet rotated the steady pods' logs while the agent was shipping them.
     for (const plan of STEADY) assert.ok((rotations.get(plan.name)?.size ?? 0) >= 1, `${plan.name}: the kubelet rotated its log (saw ${[...(rotations.get(plan.name) ?? [])].join(', ')})`);
     t.diagnostic(`rotated files seen: ${JSON.stringify(Object.fromEntries([...rotations].map(([k, v]) => [k, v.size])))}`);
+
+    // Last: each record carries the metadata of the real pod that wrote it.
+    assert.deepEqual(Object.fromEntries(mismatches), {}, 'records whose metadata differs from the pod that wrote them (count, sequence numbers, value)');
   });
 });
 
