@@ -281,13 +281,16 @@ export function containerLogDir(run: NodeRun, pod: V1Pod, container = 'app'): st
   return join(nodeEndpoint(stackPaths()).podLogsDir, `${run.namespace}_${pod.metadata?.name ?? ''}_${pod.metadata?.uid ?? ''}`, container);
 }
 
-/** Whether the container's current log file holds `text` (the kubelet renames older ones; the last line is in the newest). */
+/** Whether any of the container's log files holds `text` (current, rotated, or rotated and gzipped by the kubelet). */
 export function logFileHolds(run: NodeRun, pod: V1Pod, text: string): boolean {
   const dir = containerLogDir(run, pod);
   try {
     return readdirSync(dir)
-      .filter((f) => /^\d+\.log$/.test(f))
-      .some((f) => readFileSync(join(dir, f), 'utf8').includes(text));
+      .filter((f) => /^\d+\.log(\.\d{8}-\d{6}(\.gz)?)?$/.test(f))
+      .some((f) => {
+        const bytes = readFileSync(join(dir, f));
+        return (f.endsWith('.gz') ? gunzipSync(bytes) : bytes).includes(text);
+      });
   } catch {
     return false;
   }
