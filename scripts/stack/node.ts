@@ -18,7 +18,7 @@ import { closeSync, copyFileSync, cpSync, existsSync, openSync, readdirSync, rea
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ensureDir, logFile, runLogged, runningPid, SCRIPT_DIR, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { ensureDir, httpGet, logFile, runLogged, runningPid, SCRIPT_DIR, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
 import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer } from './kubernetes.js';
 import type { StackEndpoints } from './endpoints.js';
 import { caFile, ensureCa } from './pki.js';
@@ -242,8 +242,15 @@ export async function startNode(paths: StackPaths, timeoutMs = 180_000): Promise
   await ensureContainerd(paths);
   if (runningPid(paths, 'kube-controller-manager') === undefined) await startControllerManager(paths);
   if (runningPid(paths, 'kube-scheduler') === undefined) await startScheduler(paths);
+  // A node object left Ready by a kubelet stopped moments ago says nothing: the status must be newer than this start.
+  const since = Date.now();
   if (runningPid(paths, 'kubelet') === undefined) await startKubelet(paths);
-  await waitUntilReady(paths, 'kubelet', async () => (await nodeReady(paths)) === 'True', timeoutMs);
+  await waitUntilReady(
+    paths,
+    'kubelet',
+    async () => (await httpGet(`http://${HOST}:${PORTS.kubeletHealthz}/healthz`)).status === 200 && (await nodeReady(paths, since - 1_000)) === 'True',
+    timeoutMs,
+  );
   for (const name of ['kube-controller-manager', 'kube-scheduler'] as const) {
     const port = name === 'kube-controller-manager' ? PORTS.kubeControllerManager : PORTS.kubeScheduler;
     await waitUntilReady(paths, name, async () => (await httpsGet(`https://${HOST}:${port}/healthz`)).status === 200, 60_000);
@@ -481,12 +488,17 @@ async function startKubelet(paths: StackPaths): Promise<void> {
   });
 }
 
-/** The node's Ready condition status ("True", "False", "Unknown"), or undefined when it is not registered. */
-export async function nodeReady(paths: StackPaths): Promise<string | undefined> {
+/**
+ * The node's Ready condition status ("True", "False", "Unknown"), or undefined when it is not
+ * registered (or, with `sinceMs`, when the kubelet has not reported it since then).
+ */
+export async function nodeReady(paths: StackPaths, sinceMs?: number): Promise<string | undefined> {
   const res = await apiGet(paths, `/api/v1/nodes/${NODE_NAME}`);
   if (res.status !== 200) return undefined;
-  const node = JSON.parse(res.body) as { status?: { conditions?: { type: string; status: string }[] } };
-  return node.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+  const node = JSON.parse(res.body) as { status?: { conditions?: { type: string; status: string; lastHeartbeatTime?: string }[] } };
+  const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+  if (sinceMs !== undefined && Date.parse(ready?.lastHeartbeatTime ?? '') < sinceMs) return undefined;
+  return ready?.status;
 }
 
 function adminToken(paths: StackPaths): string {
