@@ -242,13 +242,17 @@ export async function startNode(paths: StackPaths, timeoutMs = 180_000): Promise
   await ensureContainerd(paths);
   if (runningPid(paths, 'kube-controller-manager') === undefined) await startControllerManager(paths);
   if (runningPid(paths, 'kube-scheduler') === undefined) await startScheduler(paths);
-  // A node object left Ready by a kubelet stopped moments ago says nothing: the status must be newer than this start.
-  const since = Date.now();
-  if (runningPid(paths, 'kubelet') === undefined) await startKubelet(paths);
+  // A node object left Ready by a kubelet stopped moments ago says nothing: after a start, the status
+  // must be newer than the start (a kubelet that keeps running reports only changes, or every 5 min).
+  let since: number | undefined;
+  if (runningPid(paths, 'kubelet') === undefined) {
+    since = Date.now() - 1_000;
+    await startKubelet(paths);
+  }
   await waitUntilReady(
     paths,
     'kubelet',
-    async () => (await httpGet(`http://${HOST}:${PORTS.kubeletHealthz}/healthz`)).status === 200 && (await nodeReady(paths, since - 1_000)) === 'True',
+    async () => (await httpGet(`http://${HOST}:${PORTS.kubeletHealthz}/healthz`)).status === 200 && (await nodeReady(paths, since)) === 'True',
     timeoutMs,
   );
   for (const name of ['kube-controller-manager', 'kube-scheduler'] as const) {
