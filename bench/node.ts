@@ -30,6 +30,8 @@ const AGENT_OPS = 'http://127.0.0.1:9102';
 
 interface Sample {
   t: number;
+  /** logship_agent_errors_total by reason (non-zero ones). */
+  errors: Record<string, number>;
   produced: number;
   read: number;
   cpuNs: number;
@@ -94,8 +96,11 @@ async function main(): Promise<void> {
       const summary = await kubeletSummary().catch(() => undefined);
       const workingSet = summary?.pods?.find((p) => p.podRef.name === agent.metadata?.name)?.containers?.find((c) => c.name === 'agent')?.memory?.workingSetBytes;
       const stat = memoryStat(memDir);
+      const errors: Record<string, number> = {};
+      for (const m of text.matchAll(/^logship_agent_errors_total\{reason="([a-z_]+)"\} (\d+)/gm)) if (Number(m[2]) > 0) errors[m[1] ?? ''] = Number(m[2]);
       return {
         t: Date.now(),
+        errors,
         produced: sumMetric(text, 'logship_agent_records_produced_total'),
         read: sumMetric(text, 'logship_agent_lines_read_total'),
         cpuNs: readNumber(cpuacct),
@@ -119,7 +124,7 @@ async function main(): Promise<void> {
       samples.push(s);
       if (prev !== undefined && s.produced > prev.produced) lastChange = s.t;
       process.stderr.write(`bench:node: produced ${s.produced - before.produced}/${written}, working set ${((s.workingSet ?? 0) / 2 ** 20).toFixed(1)} MiB\r`);
-      if (s.produced - before.produced >= written || Date.now() - lastChange > 10_000 || Date.now() > deadline) break;
+      if (s.produced - before.produced >= written || Date.now() - lastChange > 30_000 || Date.now() > deadline) break;
     }
     process.stderr.write('\n');
     const active = samples.filter((s, i) => i > 0 && s.produced > (samples[i - 1]?.produced ?? 0));
@@ -136,6 +141,9 @@ async function main(): Promise<void> {
       linesPerPod: LINES + 1,
       linesWritten: written,
       linesProducedByAgent: (samples[samples.length - 1]?.produced ?? before.produced) - before.produced,
+      /** Written but never produced: rotated away by the kubelet (containerLogMaxFiles) before the agent read them. */
+      linesNotShipped: written - ((samples[samples.length - 1]?.produced ?? before.produced) - before.produced),
+      agentErrorsByReason: samples[samples.length - 1]?.errors ?? {},
       cpuLimitCores: quota / period,
       shipping: { seconds, linesPerSecond: Math.round(produced / seconds), cpuSeconds: Number(cpuSeconds.toFixed(2)), cpuCores: Number((cpuSeconds / seconds).toFixed(2)), linesPerCpuSecond: Math.round(produced / cpuSeconds) },
       memory: {
