@@ -589,11 +589,14 @@ export async function stopNode(paths: StackPaths, log: (message: string) => void
 
 /** SIGKILLs every task (containers and pause sandboxes) in the CRI namespace and deletes it. */
 async function killAllTasks(paths: StackPaths): Promise<number> {
-  const ids = (await runCapture('ctr', ctrArgs(paths, 'tasks', 'ls', '-q'))).split('\n').filter((id) => id !== '');
+  const list = async (): Promise<string[]> => (await runCapture('ctr', ctrArgs(paths, 'tasks', 'ls', '-q'))).split('\n').filter((id) => id !== '');
+  const ids = await list();
   for (const id of ids) await runQuiet('ctr', ctrArgs(paths, 'tasks', 'kill', '--all', '--signal', 'SIGKILL', id));
+  // Deleting a sandbox's task ends its shim and the pod's containers with it: list again until none is left.
   const deadline = Date.now() + 30_000;
-  for (const id of ids) {
-    while ((await runQuiet('ctr', ctrArgs(paths, 'tasks', 'delete', id))) !== 0 && Date.now() < deadline) await sleep(200);
+  for (let left = ids; left.length > 0 && Date.now() < deadline; left = await list()) {
+    for (const id of left) await runQuiet('ctr', ctrArgs(paths, 'tasks', 'delete', '--force', id));
+    await sleep(100);
   }
   return ids.length;
 }
