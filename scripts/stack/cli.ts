@@ -102,7 +102,9 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
     process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${STEPS.map((s) => s.name).join(', ')})\n`);
     return 2;
   }
-  const steps = only.length > 0 ? STEPS.filter((s) => only.includes(s.name)) : STEPS;
+  // The node needs root; without it a plain `up` brings up the servers alone.
+  const steps = only.length > 0 ? STEPS.filter((s) => only.includes(s.name)) : STEPS.filter((s) => s.name !== 'node' || isRoot());
+  if (only.length === 0 && !isRoot()) progress('node: skipped (the real node needs root)');
   const started = Date.now();
   ensureDir(paths.logs);
   const timings: Record<string, { installSeconds: number; installed: boolean; startSeconds: number }> = {};
@@ -167,10 +169,15 @@ async function down(paths: StackPaths, only: string[], purge: boolean): Promise<
 
 async function status(paths: StackPaths): Promise<number> {
   const info = endpoints(paths);
-  const running = Object.fromEntries(SERVERS.map((name) => [name, runningPid(paths, name) ?? null]));
+  const servers = isRoot() ? SERVERS : SERVERS.filter((name) => !(NODE_SERVERS as readonly string[]).includes(name));
+  const running = Object.fromEntries(servers.map((name) => [name, runningPid(paths, name) ?? null]));
   const node = await nodeStatus(paths);
   process.stdout.write(`${JSON.stringify({ ...info, node, pids: running }, null, 2)}\n`);
-  return Object.values(running).every((pid) => pid !== null) && node.ready === 'True' ? 0 : 3;
+  return Object.values(running).every((pid) => pid !== null) && (node.ready === 'True' || !isRoot()) ? 0 : 3;
+}
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
 }
 
 function progress(message: string): void {
