@@ -9,7 +9,8 @@ import { CheckpointError, ErrorCode } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 
 export const CHECKPOINT_FILE = 'checkpoints.json';
-export const CHECKPOINT_VERSION = 1;
+/** 2 added `size` and `done`; version 1 files are read as files with neither. */
+export const CHECKPOINT_VERSION = 2;
 
 export interface Checkpoint {
   /** The file identity key (`dev:ino:fingerprint`). */
@@ -21,20 +22,31 @@ export interface Checkpoint {
   fingerprint: string;
   /** Every byte before this offset has been acknowledged by Kafka. */
   offset: number;
+  /** The file's size when last seen: with `offset`, what is lost if the file is deleted before it is read. */
+  size?: number;
+  /**
+   * Read to its end and every line acknowledged. Kept while the file is still on disk in any form
+   * (`<n>.log.<timestamp>`, `.gz`), so that a restart never ships it again; dropped once it is gone.
+   */
+  done?: boolean;
   updatedAtMs: number;
 }
 
-interface CheckpointFileV1 {
-  version: 1;
+interface CheckpointFile {
+  version: typeof CHECKPOINT_VERSION;
   writtenAtMs: number;
   checkpoints: Checkpoint[];
 }
 
 export class CheckpointStore {
   private readonly entries = new Map<string, Checkpoint>();
+  /** Checkpoints that would have moved backwards (a bug; each logged, the larger offset kept). */
+  regressions = 0;
   private dirty = false;
   private lastWriteMs: number | undefined;
   private writing: Promise<boolean> | undefined;
+  /** No state file existed: the agent starts on this node for the first time (`files.startAt` applies). */
+  private first = false;
 
   private constructor(
     private readonly dir: string,
@@ -58,7 +70,12 @@ export class CheckpointStore {
     try {
       text = await readFile(file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return store;
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        // Written at the first flush even with no entries, so a restart is never taken for a first start.
+        store.first = true;
+        store.dirty = true;
+        return store;
+      }
       throw new CheckpointError(`cannot read ${file}`, { code: ErrorCode.CHECKPOINT_IO, cause: error });
     }
     const parsed = parseCheckpointFile(text);
@@ -79,6 +96,11 @@ export class CheckpointStore {
     return store;
   }
 
+  /** Whether this is the agent's first start with this state folder (no state file existed). */
+  get firstStart(): boolean {
+    return this.first;
+  }
+
   get(key: string): Checkpoint | undefined {
     return this.entries.get(key);
   }
@@ -91,14 +113,21 @@ export class CheckpointStore {
     return this.entries.size;
   }
 
-  /** Records progress; only ever forward for a given identity. */
+  /**
+   * Records progress; only ever forward for a given identity. A move backwards means two readers of
+   * one file identity (a bug): it is logged with both offsets and counted (`regressions`), the larger
+   * offset is kept, and the caller goes on with its other files.
+   */
   set(checkpoint: Checkpoint): void {
     const current = this.entries.get(checkpoint.key);
-    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path) return;
+    if (current && current.offset === checkpoint.offset && current.path === checkpoint.path && current.done === checkpoint.done && current.size === checkpoint.size) return;
     if (current && checkpoint.offset < current.offset) {
-      throw new CheckpointError(`checkpoint for ${checkpoint.key} would move back from ${current.offset} to ${checkpoint.offset}`, {
-        code: ErrorCode.INTERNAL,
-      });
+      this.regressions++;
+      this.logger.error(
+        { key: checkpoint.key, path: checkpoint.path, offset: current.offset, attemptedOffset: checkpoint.offset, code: ErrorCode.INTERNAL },
+        'bug: a checkpoint would move backwards; the larger offset is kept',
+      );
+      checkpoint = { ...checkpoint, offset: current.offset };
     }
     this.entries.set(checkpoint.key, checkpoint);
     this.dirty = true;
@@ -128,7 +157,7 @@ export class CheckpointStore {
   private async write(): Promise<boolean> {
     this.dirty = false;
     const now = Date.now();
-    const content: CheckpointFileV1 = { version: CHECKPOINT_VERSION, writtenAtMs: now, checkpoints: [...this.entries.values()] };
+    const content: CheckpointFile = { version: CHECKPOINT_VERSION, writtenAtMs: now, checkpoints: [...this.entries.values()] };
     const file = join(this.dir, CHECKPOINT_FILE);
     const temp = `${file}.tmp`;
     try {
@@ -189,6 +218,8 @@ function isCheckpoint(value: unknown): value is Checkpoint {
     Number.isSafeInteger(c.ino) &&
     Number.isSafeInteger(c.offset) &&
     (c.offset as number) >= 0 &&
+    (c.size === undefined || Number.isSafeInteger(c.size)) &&
+    (c.done === undefined || typeof c.done === 'boolean') &&
     typeof c.updatedAtMs === 'number'
   );
 }

@@ -44,7 +44,12 @@ export const agentConfigSchema = z
             exclude: z.array(z.string()).default([]).describe('Namespace globs never to tail.'),
           })
           .prefault({}),
-        startAt: z.enum(['beginning', 'end']).default('beginning').describe('Where to start in files present at first start that have no checkpoint. Files created later always start at the beginning.'),
+        startAt: z
+          .enum(['beginning', 'end'])
+          .default('beginning')
+          .describe(
+            'Where to start in the files on disk at the agent\'s first start on a node (an empty checkpoint folder). After that, every file without a checkpoint, including those written while the agent was down, is read from its beginning.',
+          ),
         readBufferBytes: z.number().int().min(4 * KIB).max(16 * MIB).default(256 * KIB).describe('Bytes read from a file at once.'),
         maxOpenFiles: z.number().int().min(1).default(1024).describe('Descriptors held open at most; further files wait for a slot.'),
         pollIntervalMs: z.number().int().min(10).default(250).describe('How often open files are checked for growth, rotation, truncation and deletion.'),
@@ -57,6 +62,12 @@ export const agentConfigSchema = z
       .strictObject({
         format: z.enum(['auto', 'cri', 'docker']).default('auto').describe('Log file format; `auto` decides per file from its first line.'),
         maxLineBytes: z.number().int().min(1 * KIB).max(64 * MIB).default(256 * KIB).describe('Longest message kept after merging partial lines; the rest is cut and the record flagged `truncated`.'),
+        partialTimeoutMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(10_000)
+          .describe('How long the first chunks of a line the runtime split (`P`) wait for the last one (`F`); then they are shipped flagged `partial`, and so is the rest if it comes. Chunks pending when a file ends are shipped flagged `partial` at once.'),
         multiline: z
           .strictObject({
             containers: z
@@ -96,8 +107,12 @@ export const agentConfigSchema = z
             .max(8)
             .default(2)
             .describe("Idempotent producers (lanes), each with one produce request in flight: with two, one request is encoded and compressed while the broker handles another. A pod's messages always take the same lane, so per-pod order holds."),
+          autoCreateTopics: z
+            .boolean()
+            .default(true)
+            .describe('Let the brokers create a missing topic (when their `auto.create.topics.enable` allows it). Off: a missing topic stalls until an operator creates it, while other topics keep flowing.'),
           retryInitialDelayMs: z.number().int().min(1).default(200).describe('First backoff after a failed batch.'),
-          retryMaxDelayMs: z.number().int().min(1).default(30_000).describe('Longest backoff between attempts; attempts never stop.'),
+          retryMaxDelayMs: z.number().int().min(1).default(30_000).describe('Longest backoff between attempts; attempts never stop (a topic that refuses messages is retried on its own, see docs/kafka-topics.md).'),
       })
       .superRefine(checkKafkaConnection)
       .describe('Kafka connection and producer.'),

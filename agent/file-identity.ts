@@ -29,12 +29,21 @@ export interface FileIdentity {
 export async function identifyFile(fd: number, stats: Pick<Stats, 'dev' | 'ino'>): Promise<FileIdentity | undefined> {
   const head = Buffer.allocUnsafe(FINGERPRINT_BYTES);
   const { bytesRead } = await readAsync(fd, head, 0, FINGERPRINT_BYTES, 0);
-  const newline = head.subarray(0, bytesRead).indexOf(10);
+  return identityFromHead(stats.dev, stats.ino, head.subarray(0, bytesRead));
+}
+
+/**
+ * The identity of a file whose first bytes (up to FINGERPRINT_BYTES) are `head`, or undefined while
+ * they hold neither a complete first line nor FINGERPRINT_BYTES bytes. The same rule for a plain file
+ * and for the decompressed head of a `.gz`, so a file keeps its fingerprint once the kubelet compressed it.
+ */
+export function identityFromHead(dev: number, ino: number, head: Buffer): FileIdentity | undefined {
+  const newline = head.subarray(0, FINGERPRINT_BYTES).indexOf(10);
   let length: number;
   if (newline >= 0) length = newline + 1;
-  else if (bytesRead === FINGERPRINT_BYTES) length = FINGERPRINT_BYTES;
+  else if (head.length >= FINGERPRINT_BYTES) length = FINGERPRINT_BYTES;
   else return undefined;
-  return identityOf(stats.dev, stats.ino, head.subarray(0, length));
+  return identityOf(dev, ino, head.subarray(0, length));
 }
 
 export function identityOf(dev: number, ino: number, head: Buffer): FileIdentity {

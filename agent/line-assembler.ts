@@ -73,6 +73,8 @@ interface PendingEntry {
   chunks: Buffer[];
   size: number;
   truncated: boolean;
+  /** When its first chunk was read (ms), to bound how long it may wait for the rest. */
+  openedAtMs: number;
 }
 
 export class LineAssembler {
@@ -85,6 +87,8 @@ export class LineAssembler {
   readonly #layout: CriLayout = { timeEnd: 0, stream: 'stdout', partial: false, messageStart: 0 };
   #stdout: PendingEntry | undefined;
   #stderr: PendingEntry | undefined;
+  /** Streams whose split line was shipped before its end: the chunks that follow are its rest, flagged `partial` too. */
+  #orphaned: { stdout: boolean; stderr: boolean } = { stdout: false, stderr: false };
 
   constructor(options: LineAssemblerOptions) {
     if (!Number.isSafeInteger(options.maxLineBytes) || options.maxLineBytes < 1) {
@@ -113,7 +117,7 @@ export class LineAssembler {
     const layout = this.#layout;
     if (!scanCriLine(bytes, layout)) return [this.#unparsed(line)];
     const { timeEnd, stream, partial, messageStart } = layout;
-    if (!partial && this.#pendingOf(stream) === undefined && bytes.length - messageStart <= this.#maxLineBytes) {
+    if (!partial && !this.hasPending(stream) && bytes.length - messageStart <= this.#maxLineBytes) {
       return [this.#wholeCriLine(line, timeEnd, stream, messageStart)];
     }
     const time = bytes.toString('latin1', 0, timeEnd);
@@ -122,7 +126,7 @@ export class LineAssembler {
 
   /** Whether a partial line of `stream` waits for its final chunk (a whole line of that stream cannot bypass the assembler). */
   hasPending(stream: Stream): boolean {
-    return this.#pendingOf(stream) !== undefined;
+    return this.#pendingOf(stream) !== undefined || this.#orphaned[stream];
   }
 
   /** Smallest `start` of an entry still waiting for its final chunk, or undefined. Never checkpoint past it. */
@@ -135,17 +139,29 @@ export class LineAssembler {
   }
 
   /**
-   * The file ended for good (deleted or rotated, and drained): emits what is pending as entries, in
-   * file order. Not for shutdown, where pending chunks are simply read again after restart.
+   * The file ended for good (deleted or rotated, and drained): emits what is pending as entries
+   * flagged `partial`, in file order. Not for shutdown, where pending chunks are read again after restart.
    */
   flush(): LogEntry[] {
+    return this.flushStale(Number.POSITIVE_INFINITY);
+  }
+
+  /**
+   * Emits, flagged `partial`, the split lines whose first chunk was read before `openedBeforeMs`:
+   * their last chunk is overdue. The chunks that still come for them are shipped flagged `partial` too.
+   */
+  flushStale(openedBeforeMs: number): LogEntry[] {
     const pending: [PendingEntry, Stream][] = [];
-    if (this.#stdout !== undefined) pending.push([this.#stdout, 'stdout']);
-    if (this.#stderr !== undefined) pending.push([this.#stderr, 'stderr']);
-    this.#stdout = undefined;
-    this.#stderr = undefined;
+    if (this.#stdout !== undefined && this.#stdout.openedAtMs < openedBeforeMs) pending.push([this.#stdout, 'stdout']);
+    if (this.#stderr !== undefined && this.#stderr.openedAtMs < openedBeforeMs) pending.push([this.#stderr, 'stderr']);
+    if (pending.length === 0) return [];
     pending.sort((a, b) => a[0].start - b[0].start);
-    return pending.map(([entry, stream]) => this.#complete(entry, stream));
+    return pending.map(([entry, stream]) => {
+      this.#setPending(stream, undefined);
+      // After a file's end nothing follows; after a timeout the rest of the line may still come.
+      if (openedBeforeMs !== Number.POSITIVE_INFINITY) this.#orphaned[stream] = true;
+      return this.#complete(entry, stream, true);
+    });
   }
 
   #useFormat(format: 'cri' | 'docker'): 'cri' | 'docker' {
@@ -178,14 +194,21 @@ export class LineAssembler {
   #assemble(time: string, stream: Stream, partial: boolean, message: Buffer, line: RawLine): LogEntry[] {
     const pending = this.#pendingOf(stream);
     if (pending === undefined) {
-      if (!partial) return [this.#single(time, stream, message, line)];
+      if (!partial) {
+        const entry = this.#single(time, stream, message, line);
+        if (!this.#orphaned[stream]) return [entry];
+        this.#orphaned[stream] = false;
+        return [withFlag(entry, RecordFlag.PARTIAL)];
+      }
       this.#setPending(stream, this.#open(time, message, line));
       return [];
     }
     this.#append(pending, message, line.end);
     if (partial) return [];
     this.#setPending(stream, undefined);
-    return [this.#complete(pending, stream)];
+    const orphaned = this.#orphaned[stream];
+    this.#orphaned[stream] = false;
+    return [this.#complete(pending, stream, orphaned)];
   }
 
   /** A whole line in one physical line, decoded straight from the caller's buffer. */
@@ -205,7 +228,7 @@ export class LineAssembler {
   }
 
   #open(time: string, message: Buffer, line: RawLine): PendingEntry {
-    const entry: PendingEntry = { time, start: line.start, end: line.end, chunks: [], size: 0, truncated: false };
+    const entry: PendingEntry = { time, start: line.start, end: line.end, chunks: [], size: 0, truncated: false, openedAtMs: this.#now() };
     this.#append(entry, message, line.end);
     return entry;
   }
@@ -224,11 +247,12 @@ export class LineAssembler {
     entry.size += kept.length;
   }
 
-  #complete(entry: PendingEntry, stream: Stream): LogEntry {
+  #complete(entry: PendingEntry, stream: Stream, partial = false): LogEntry {
     const joined = entry.chunks.length === 1 ? (entry.chunks[0] ?? Buffer.alloc(0)) : Buffer.concat(entry.chunks, entry.size);
     // The cap may have fallen inside a multi-byte character: drop its head rather than call it invalid.
     const bytes = entry.truncated ? cutAtCharBoundary(joined, joined.length) : joined;
-    return this.#entry(entry.time, stream, bytes, entry.start, entry.end, entry.truncated, false);
+    const complete = this.#entry(entry.time, stream, bytes, entry.start, entry.end, entry.truncated, false);
+    return partial ? withFlag(complete, RecordFlag.PARTIAL) : complete;
   }
 
   #entry(time: string, stream: Stream, bytes: Buffer, start: number, end: number, truncated: boolean, unparsed: boolean): LogEntry {
@@ -238,6 +262,10 @@ export class LineAssembler {
     if (invalidUtf8) this.counters.invalidUtf8++;
     return { time, stream, message, start, end, flags: flagsOf(truncated, unparsed, invalidUtf8) };
   }
+}
+
+function withFlag(entry: LogEntry, flag: RecordFlag): LogEntry {
+  return { ...entry, flags: [...entry.flags, flag] };
 }
 
 function flagsOf(truncated: boolean, unparsed: boolean, invalidUtf8: boolean): RecordFlag[] {

@@ -3,7 +3,8 @@
  * into prom-client metrics at scrape time, so shipping a line costs no metric-library call.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { ERROR_REASONS, type ErrorReason } from './tail-manager.js';
+import { SEND_ERROR_REASONS, type ProducerStats, type StalledTopicInfo } from './kafka-producer.js';
+import { ERROR_REASONS, LOSS_REASONS, type ErrorReason } from './tail-manager.js';
 import type { TailCounters } from './tailed-file.js';
 
 export interface AgentMetricSources {
@@ -13,12 +14,17 @@ export interface AgentMetricSources {
   unshippedBytes: () => number;
   bufferedBytes: () => number;
   lastCheckpointMs: () => number | undefined;
-  producer: () => { messagesAcked: number; bytesAcked: number; sendFailures: number };
+  producer: () => ProducerStats;
+  /** Topics whose messages are held aside because the brokers refuse them. */
+  stalledTopics: () => StalledTopicInfo[];
+  /** Checkpoints that would have moved backwards (a bug, logged). */
+  checkpointRegressions: () => number;
 }
 
 export class AgentMetrics {
   readonly errors: Counter<'reason'>;
   readonly backpressureSeconds: Counter;
+  readonly lostBytes: Counter<'reason'>;
   /** Idle reclaims by step: `release` (buffers and heap), `page_out` (node's pages), `page_out_failed`. */
   readonly idleSteps: Counter<'step'>;
   /** Resident bytes the page-outs gave back (RSS before minus after). */
@@ -66,7 +72,7 @@ export class AgentMetrics {
     // incremented where they happen (see `errors`).
     const fromCounters: [ErrorReason, () => number][] = [
       ['unparsed', () => counters.unparsed],
-      ['truncated', () => counters.truncated + counters.recordsTruncatedToFit],
+      ['truncated', () => counters.truncated + counters.recordsTruncatedToFit + sources.producer().recordsTruncated],
       ['invalid_utf8', () => counters.invalidUtf8],
       ['kafka_send', () => sources.producer().sendFailures],
     ];
@@ -113,6 +119,13 @@ export class AgentMetrics {
         this.set(last === undefined ? 0 : (Date.now() - last) / 1000);
       },
     });
+    this.lostBytes = new Counter({
+      name: 'logship_agent_lost_bytes_total',
+      help: 'Bytes that existed in a log file and could never be read: deleted_before_read (the file was pruned or its pod removed before the agent read it), truncated (copytruncate with no copy to read), unreadable (a corrupt .gz).',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    for (const reason of LOSS_REASONS) this.lostBytes.inc({ reason }, 0);
     this.backpressureSeconds = new Counter({ name: 'logship_agent_backpressure_seconds_total', help: 'Time reading waited for the producer to drain.', registers: [registry] });
     this.idleSteps = new Counter({
       name: 'logship_agent_idle_reclaims_total',
@@ -122,5 +135,53 @@ export class AgentMetrics {
     });
     for (const step of ['release', 'page_out', 'page_out_failed']) this.idleSteps.inc({ step }, 0);
     this.pagedOutBytes = new Counter({ name: 'logship_agent_idle_paged_out_bytes_total', help: 'Resident memory the page-outs gave back (RSS before minus after).', registers: [registry] });
+
+    // ---- Kafka topics that refuse messages, and records reshaped to fit ------------------------
+    const sendErrorsSeen = new Map<string, number>();
+    const sendErrors = new Counter({
+      name: 'logship_agent_kafka_send_errors_total',
+      help: 'Failed Kafka sends by reason: unknown_topic (missing, or no leader), not_authorized, message_too_large (split or cut, then sent again), other (connection, timeout, ...).',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        const stats = sources.producer().sendErrors;
+        for (const reason of SEND_ERROR_REASONS) {
+          const delta = stats[reason] - (sendErrorsSeen.get(reason) ?? 0);
+          if (delta > 0) this.inc({ reason }, delta);
+          sendErrorsSeen.set(reason, stats[reason]);
+        }
+      },
+    });
+    for (const reason of SEND_ERROR_REASONS) sendErrors.inc({ reason }, 0);
+    new Gauge({
+      name: 'logship_agent_stalled_topics',
+      help: 'Topics the brokers refuse messages for: their messages are held and their files paused while other topics flow.',
+      registers: [registry],
+      collect() {
+        this.set(sources.stalledTopics().length);
+      },
+    });
+    new Gauge({
+      name: 'logship_agent_topic_stalled',
+      help: 'One series per stalled topic (value 1), labelled with the topic and the reason; gone once the topic takes messages again.',
+      labelNames: ['topic', 'reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const stall of sources.stalledTopics()) this.set({ topic: stall.topic, reason: stall.reason }, 1);
+      },
+    });
+    new Gauge({
+      name: 'logship_agent_stalled_bytes',
+      help: 'Bytes of messages held for stalled topics (outside the producer buffer bound).',
+      registers: [registry],
+      collect() {
+        this.set(sources.stalledTopics().reduce((sum, s) => sum + s.bytes, 0));
+      },
+    });
+    mirrored('logship_agent_kafka_messages_split_total', 'Kafka messages split at a record boundary because the broker found them too large.', () => sources.producer().messagesSplit);
+    mirrored('logship_agent_records_cut_to_fit_broker_total', 'Records whose message was cut (flagged truncated) because the broker refused the record as too large.', () => sources.producer().recordsTruncated);
+    mirrored('logship_agent_records_dropped_too_large_total', 'Records the broker refused even with an empty message: dropped and logged.', () => sources.producer().recordsDropped);
+    mirrored('logship_agent_checkpoint_regressions_total', 'Checkpoints that would have moved backwards (a bug: logged, the larger offset kept).', sources.checkpointRegressions);
   }
 }

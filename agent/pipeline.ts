@@ -30,6 +30,8 @@ export interface RunningAgent {
 
 /** How long an error reason is logged at most once. */
 const ERROR_LOG_INTERVAL_MS = 30_000;
+/** Time of the shutdown deadline kept for the final checkpoints when the flush cannot finish (at most a quarter). */
+const SHUTDOWN_RESERVE_MS = 5_000;
 export async function startAgent(config: AgentConfig, logger: Logger, shutdown: ShutdownCoordinator): Promise<RunningAgent> {
   const registry = createMetricsRegistry();
   const counters = newTailCounters();
@@ -76,6 +78,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       maxMessageBytes: config.kafka.maxMessageBytes,
       maxRecordsPerMessage: config.kafka.maxRecordsPerMessage,
       rotateWaitMs: config.files.rotateWaitMs,
+      partialTimeoutMs: config.parse.partialTimeoutMs,
     },
     producer,
     messages,
@@ -96,6 +99,8 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
     bufferedBytes: () => producer.bufferedBytes,
     lastCheckpointMs: () => checkpoints.lastWrittenAtMs,
     producer: () => producer.stats,
+    stalledTopics: () => producer.stalledTopics(),
+    checkpointRegressions: () => checkpoints.regressions,
   });
   const checkpoints = await CheckpointStore.open(config.checkpoints.dir, logger.child({ component: 'checkpoints' }));
   const tails = new TailManager(
@@ -119,15 +124,27 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
         metrics.errors.inc({ reason });
         errorLog.warn(reason, { ...context, err: error }, `agent error: ${reason}`);
       },
-      onBackpressure: (waitedMs) => metrics.backpressureSeconds.inc(waitedMs / 1000),
+      onBackpressure: (waitedMs: number) => metrics.backpressureSeconds.inc(waitedMs / 1000),
+      onLost: (reason, bytes, context) => {
+        metrics.lostBytes.inc({ reason }, bytes);
+        logger.warn({ reason, bytes, ...context }, 'lost bytes');
+      },
     },
     logger.child({ component: 'tail' }),
   );
-  // Shutdown order: stop reading → flush the producer → final checkpoints → close the rest.
+  // Shutdown order: stop reading → checkpoints (acknowledged offsets: always safe) → flush the
+  // producer, within a share of the time that leaves room for → final checkpoints → the rest. With
+  // Kafka unreachable the flush is given up and the checkpoints are still written.
+  const shutdownReserveMs = Math.min(SHUTDOWN_RESERVE_MS, Math.floor(config.shutdown.timeoutMs / 4));
   shutdown
-    .register('stop reading', () => tails.stopReading())
-    .register('flush producer', (signal) => producer.close(signal))
-    .register('write checkpoints', () => tails.close())
+    .register('stop reading', async () => {
+      const stopped = tails.stopReading();
+      producer.stopWaiting();
+      await stopped;
+    })
+    .register('write checkpoints', () => tails.writeCheckpoints())
+    .register('flush producer', (signal) => producer.close(signal), { reserveMs: shutdownReserveMs })
+    .register('write final checkpoints', () => tails.close())
     .register('stop pod watcher', () => podStore?.close());
 
   const ops = await startOpsServer({
@@ -139,6 +156,7 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       kafka: () => producer.isConnected,
       firstScan: () => tails.firstScanDone,
     },
+    readinessDetails: () => ({ stalledTopics: producer.stalledTopics().map(({ topic, reason, bytes, sinceMs }) => ({ topic, reason, bytes, since: new Date(sinceMs).toISOString() })) }),
   });
   shutdown.register('stop ops server', () => ops.close());
   podStore?.start();

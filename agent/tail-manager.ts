@@ -1,18 +1,30 @@
 /**
- * Discovers the node's pod log files and keeps every one of them tailed: chokidar for prompt discovery,
- * a periodic rescan as the safety net, a bounded number of open descriptors, one read loop that takes
- * files in turn (one chunk each) and waits while the producer is full, and a poll that notices growth,
- * rotation (the path now names another inode), deletion and truncation. Checkpoints are written on an
- * interval from each file's safe offset; entries of files that are gone for good are dropped.
+ * Discovers the node's pod log files and keeps every incarnation of every one of them tailed.
+ *
+ * - Live files (`<n>.log`): chokidar reports them promptly, and every poll also stats each known path,
+ *   so a new file at a path is opened within one poll interval whatever the watcher said. The poll
+ *   notices growth, rotation (the path names another inode), deletion and truncation.
+ * - Rotated files (`<n>.log.<timestamp>`, `.gz` once the kubelet compressed them): a container folder
+ *   is reconciled at start, whenever a rotation is seen in it, and at every rescan. Each rotated file
+ *   is known by its head fingerprint (of the decompressed head for `.gz`): one being read is left
+ *   alone, one a checkpoint names is read from the checkpoint, one read to its end is skipped, and an
+ *   unknown one is read from its start, oldest first. A checkpoint whose file is gone under every name
+ *   is a loss no shipper could avoid: counted (`lost_bytes_total{reason}`) and logged with its range.
+ * - copytruncate: the unread tail is read from the copy beside the file when there is one.
+ *
+ * One read loop takes files in turn (one chunk each) and waits while the producer is full.
+ * Checkpoints are written on an interval from each file's safe offset, and a finished file's entry
+ * stays (marked done) while the file is on disk in any form, so a restart never ships it twice.
  */
-import type { Stats } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { open, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import picomatch from 'picomatch';
 import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { CheckpointStore } from './checkpoint-store.js';
+import type { Checkpoint, CheckpointStore } from './checkpoint-store.js';
+import { FINGERPRINT_BYTES, identityFromHead, type FileIdentity } from './file-identity.js';
+import { gzipHead, isGzipPath } from './gzip-reader.js';
 import { parsePodLogPath, type PodLogPath } from './pod-path.js';
 import { TailedFile, type TailEnvironment } from './tailed-file.js';
 
@@ -32,12 +44,34 @@ export const ERROR_REASONS = [
 ] as const;
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
+/**
+ * Why bytes that existed could not be read: the file was deleted (by the kubelet's pruning, or with
+ * its pod) before the agent read them; it was truncated in place (copytruncate) with no copy to read
+ * them from; or its compressed copy could not be decompressed.
+ */
+export const LOSS_REASONS = ['deleted_before_read', 'truncated', 'unreadable'] as const;
+export type LossReason = (typeof LOSS_REASONS)[number];
+
+/** A rotated copy of a container's `<n>.log`: `<n>.log.<timestamp>` or `<n>.log.<timestamp>.gz`. */
+const ROTATED_NAME = /^(0|[1-9][0-9]{0,8})\.log\.(.+)$/;
+
+/** What a rotated file in a container folder is, by its head. */
+interface SiblingFile {
+  path: string;
+  identity: FileIdentity;
+  /** Bytes it holds (decompressed, for `.gz`). */
+  size: number;
+}
+
 export interface TailManagerOptions {
   root: string;
   include: string[];
   exclude: string[];
   namespaces: { include: string[]; exclude: string[] };
-  /** Where to start in files found at the first scan that have no checkpoint. Files that appear later always start at 0. */
+  /**
+   * Where to start in files found at the agent's first start on this node (an empty state folder).
+   * After that, every file without a checkpoint is read from its start.
+   */
   startAt: 'beginning' | 'end';
   readBufferBytes: number;
   maxOpenFiles: number;
@@ -51,6 +85,8 @@ export interface TailManagerOptions {
 export interface TailManagerHooks {
   onError: (reason: ErrorReason, error: unknown, context: Record<string, unknown>) => void;
   onBackpressure: (waitedMs: number) => void;
+  /** Bytes that existed and can never be read: `[fromOffset, toOffset)` of the file at `path`. */
+  onLost: (reason: LossReason, bytes: number, context: { path: string; source: string; fromOffset: number; toOffset: number }) => void;
 }
 
 export class TailManager {
@@ -62,6 +98,13 @@ export class TailManager {
   private readonly waiting = new Map<string, PodLogPath>();
   /** Paths that failed to open, and when to try again. */
   private readonly failed = new Map<string, number>();
+  /** Every live `<n>.log` path found: each poll stats the ones no file is open at. */
+  private readonly paths = new Map<string, PodLogPath>();
+  /** Identities of rotated files by `dev:ino:mtime` (a rotated file's head never changes), pruned at each rescan. */
+  private readonly siblingCache = new Map<string, { identity: FileIdentity; size: number }>();
+  /** Folders being reconciled, and whether another pass was asked for meanwhile. */
+  private readonly reconciling = new Map<string, { again: boolean; done: Promise<void> }>();
+  private rescanning = false;
   private readonly readyQueue: TailedFile[] = [];
   private readonly readySet = new Set<TailedFile>();
   private wakeReader: (() => void) | undefined;
@@ -114,7 +157,8 @@ export class TailManager {
 
   async start(): Promise<void> {
     await this.scan(true);
-    await this.resumeRotatedFiles();
+    await this.reconcileAll(true);
+    await this.writeCheckpoints();
     this.firstScan = true;
     this.readLoopDone = this.readLoop();
     this.watcher = watch(this.options.root, {
@@ -132,7 +176,7 @@ export class TailManager {
     this.watcher.on('unlink', () => void this.poll());
     this.watcher.on('error', (error) => this.hooks.onError('discovery', error, { root: this.options.root }));
     this.every(this.options.pollIntervalMs, () => this.poll());
-    this.every(this.options.rescanIntervalMs, () => this.scan(false));
+    this.every(this.options.rescanIntervalMs, () => this.rescan());
     this.every(this.options.checkpointIntervalMs, () => this.writeCheckpoints());
   }
 
@@ -204,7 +248,10 @@ export class TailManager {
             }
             continue;
           }
-          if (this.accepts(path, true)) await this.track(path, initial);
+          if (!this.accepts(path, true)) continue;
+          const pod = parsePodLogPath(path, this.options.root);
+          if (pod) this.paths.set(path, pod);
+          await this.track(path, initial);
         }
       }
     }
@@ -215,8 +262,9 @@ export class TailManager {
     if (this.stopping || this.active.has(path) || this.waiting.has(path)) return;
     const retryAt = this.failed.get(path);
     if (retryAt !== undefined && Date.now() < retryAt) return;
-    const pod = parsePodLogPath(path, this.options.root);
+    const pod = this.paths.get(path) ?? parsePodLogPath(path, this.options.root);
     if (!pod) return;
+    this.paths.set(path, pod);
     if (this.openCount >= this.options.maxOpenFiles) {
       this.waiting.set(path, pod);
       return;
@@ -247,12 +295,28 @@ export class TailManager {
   }
 
   private async identify(file: TailedFile, initial: boolean, forceStart?: number): Promise<boolean> {
+    let twin: TailedFile | undefined;
     const identified = await file.identify((identity, size) => {
       if (forceStart !== undefined) return forceStart;
+      // The same file back at its path (the kubelet renames a rotated file back when the runtime
+      // could not reopen its log): it goes on where its reader is, never from an older checkpoint.
+      twin = [...this.draining].find((other) => other.identity?.key === identity.key);
+      if (twin) return Math.min(twin.readOffset, size);
       const checkpoint = this.checkpoints.get(identity.key);
       if (checkpoint) return checkpoint.offset <= size ? checkpoint.offset : 0;
-      return initial && this.options.startAt === 'end' ? size : 0;
+      return this.skipsExisting(initial) ? size : 0;
     });
+    if (identified && twin?.phase === 'draining' && this.active.get(file.path) === file) {
+      // One reader per file: the draining one takes the path again, with its assembly state.
+      this.active.set(file.path, twin);
+      this.draining.delete(twin);
+      twin.reactivate();
+      await file.abandon();
+      this.openCount--;
+      this.logger.info({ path: file.path, identity: twin.identity?.key }, 'rotated file renamed back to its path, reading on');
+      this.markReady(twin);
+      return true;
+    }
     if (identified) {
       this.logger.debug({ path: file.path, identity: file.identity?.key, offset: file.readOffset }, 'tailing file');
       this.markReady(file);
@@ -260,51 +324,209 @@ export class TailManager {
     return identified;
   }
 
-  /**
-   * After a restart, checkpoints whose file is no longer at its path may belong to a file the kubelet
-   * rotated (renamed to `<n>.log.<timestamp>`) before we finished it: find it by device and inode in
-   * the same folder and drain it from the checkpoint, under its canonical path. Entries whose file is
-   * gone are dropped.
-   */
-  private async resumeRotatedFiles(): Promise<void> {
-    const tracked = new Set([...this.active.values()].flatMap((f) => (f.identity ? [f.identity.key] : [])));
-    for (const checkpoint of [...this.checkpoints.all()]) {
-      if (tracked.has(checkpoint.key) || this.waiting.has(checkpoint.path)) continue;
-      const pod = parsePodLogPath(checkpoint.path, this.options.root);
-      const dir = dirname(checkpoint.path);
-      const names = pod ? await readdir(dir).catch(() => [] as string[]) : [];
-      let resumed = false;
-      for (const name of names) {
-        if (name.endsWith('.gz') || !pod) continue;
-        const openPath = join(dir, name);
-        const stats = await stat(openPath).catch(() => undefined);
-        if (stats?.dev !== checkpoint.dev || stats.ino !== checkpoint.ino) continue;
-        resumed = await this.resumeRotated(checkpoint.path, openPath, pod, checkpoint.key, checkpoint.offset);
-        break;
-      }
-      if (!resumed) this.checkpoints.delete(checkpoint.key);
+  /** Files already on disk at the agent's first start on this node are skipped when `startAt` is `end`. */
+  private skipsExisting(initial: boolean): boolean {
+    return initial && this.options.startAt === 'end' && this.checkpoints.firstStart;
+  }
+
+  // ---- rotated files: restart, missed incarnations, compression, pruning -------------------------
+
+  /** The safety net: live paths the watcher missed, then every container folder reconciled. */
+  private async rescan(): Promise<void> {
+    if (this.rescanning) return;
+    this.rescanning = true;
+    try {
+      await this.scan(false);
+      await this.reconcileAll(false);
+    } finally {
+      this.rescanning = false;
     }
   }
 
-  private async resumeRotated(path: string, openPath: string, pod: PodLogPath, key: string, offset: number): Promise<boolean> {
-    const file = new TailedFile(path, pod, this.env, openPath);
+  /** Every container folder that holds a known path or a checkpoint entry. */
+  private async reconcileAll(initial: boolean): Promise<void> {
+    const folders = new Set<string>();
+    for (const path of this.paths.keys()) folders.add(dirname(path));
+    for (const checkpoint of this.checkpoints.all()) {
+      if (parsePodLogPath(checkpoint.path, this.options.root) && this.accepts(checkpoint.path, true)) folders.add(dirname(checkpoint.path));
+    }
+    const seen = new Set<string>();
+    for (const folder of folders) {
+      if (this.stopping) return;
+      await this.reconcile(folder, initial, seen);
+    }
+    // Identities of rotated files no longer on disk are forgotten.
+    if (!this.stopping) for (const key of this.siblingCache.keys()) if (!seen.has(key)) this.siblingCache.delete(key);
+  }
+
+  /** Reconciles one folder; a call while it runs asks for one more pass after it. */
+  private async reconcile(folder: string, initial = false, seen?: Set<string>): Promise<void> {
+    const running = this.reconciling.get(folder);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const state = { again: false, done: Promise.resolve() };
+    state.done = (async () => {
+      try {
+        for (;;) {
+          state.again = false;
+          await this.reconcileOnce(folder, initial, seen);
+          // Set by a call made while this pass awaited.
+          if (!(state as { again: boolean }).again || this.stopping) break;
+        }
+      } catch (error) {
+        this.hooks.onError('discovery', error, { folder });
+      } finally {
+        this.reconciling.delete(folder);
+      }
+    })();
+    this.reconciling.set(folder, state);
+    return state.done;
+  }
+
+  private async reconcileOnce(folder: string, initial: boolean, seen?: Set<string>): Promise<void> {
+    const tracked = this.trackedFingerprints(folder);
+    const entries = new Map<string, Checkpoint>();
+    for (const checkpoint of this.checkpoints.all()) if (dirname(checkpoint.path) === folder) entries.set(checkpoint.fingerprint, checkpoint);
+    const found = new Set<string>();
+    for (const sibling of await this.siblings(folder, seen)) {
+      const { identity } = sibling;
+      found.add(identity.fingerprint);
+      if (tracked.has(identity.fingerprint) || this.stopping) continue;
+      const entry = entries.get(identity.fingerprint);
+      if (entry?.done === true) continue;
+      const canonical = join(folder, `${ROTATED_NAME.exec(basename(sibling.path))?.[1] ?? '0'}.log`);
+      if (entry === undefined && this.skipsExisting(initial)) {
+        this.checkpoints.set({ key: identity.key, path: canonical, dev: identity.dev, ino: identity.ino, fingerprint: identity.fingerprint, offset: sibling.size, size: sibling.size, done: true, updatedAtMs: Date.now() });
+        continue;
+      }
+      const resumeAt = entry === undefined ? 0 : entry.offset;
+      const resumed = entry === undefined ? identity : { dev: entry.dev, ino: entry.ino, fingerprint: entry.fingerprint, key: entry.key };
+      if (await this.openSibling(canonical, sibling.path, resumed, resumeAt)) tracked.add(identity.fingerprint);
+    }
+    // Entries whose file is gone under every name. The live file a checkpoint names is open (or
+    // waiting for a slot, or failing to open): those are not gone.
+    const live = new Set([...this.active.values(), ...this.draining].flatMap((file) => (file.identity ? [file.identity.key] : [])));
+    const missing = [...entries.values()].filter((entry) => !found.has(entry.fingerprint) && !tracked.has(entry.fingerprint) && !live.has(entry.key) && !this.waiting.has(entry.path) && !this.failed.has(entry.path));
+    if (missing.length === 0) return;
+    // A file renamed while the folder was listed may have been missed: list it once more before calling anything lost.
+    const again = new Set((await this.siblings(folder, seen)).map((sibling) => sibling.identity.fingerprint));
+    for (const entry of missing) {
+      if (again.has(entry.fingerprint)) continue;
+      this.checkpoints.delete(entry.key);
+      const size = entry.size ?? entry.offset;
+      if (entry.done !== true && size > entry.offset) this.lose('deleted_before_read', entry.path, entry.path, entry.offset, size);
+    }
+  }
+
+  /** Fingerprints of the files of `folder` being read (live or draining). */
+  private trackedFingerprints(folder: string): Set<string> {
+    const fingerprints = new Set<string>();
+    for (const file of [...this.active.values(), ...this.draining]) {
+      // Finished files count until their checkpoint says done: their last lines may still be in flight.
+      if (file.identity && dirname(file.path) === folder) fingerprints.add(file.identity.fingerprint);
+    }
+    return fingerprints;
+  }
+
+  /**
+   * The rotated files of a container folder that can be identified, oldest first: by restart number,
+   * then by name (the kubelet's timestamps sort as text), a plain file before its `.gz`. Files the
+   * kubelet is still writing (`.tmp`) are not rotated files yet.
+   */
+  private async siblings(folder: string, seen?: Set<string>): Promise<SiblingFile[]> {
+    let names: string[];
     try {
-      await file.open();
-      const ok = await file.identify((identity, size) => (identity.key === key && offset <= size ? offset : size));
-      if (!ok || file.identity?.key !== key) {
-        await file.abandon();
-        return false;
+      names = await readdir(folder);
+    } catch {
+      return []; // the folder is gone (pod deleted)
+    }
+    const rotated = names
+      .flatMap((name) => {
+        const match = ROTATED_NAME.exec(name);
+        return match?.[1] !== undefined && !name.endsWith('.tmp') ? [{ name, restart: Number(match[1]), base: isGzipPath(name) ? name.slice(0, -3) : name }] : [];
+      })
+      .sort((a, b) => a.restart - b.restart || (a.base < b.base ? -1 : a.base > b.base ? 1 : a.name.length - b.name.length));
+    const files: SiblingFile[] = [];
+    for (const { name } of rotated) {
+      const sibling = await this.siblingIdentity(join(folder, name), seen);
+      if (sibling) files.push(sibling);
+    }
+    return files;
+  }
+
+  /** A rotated file's identity from its head (decompressed for `.gz`), cached by device and inode. */
+  private async siblingIdentity(path: string, seen?: Set<string>): Promise<SiblingFile | undefined> {
+    const stats = await stat(path).catch(() => undefined);
+    if (!stats?.isFile()) return undefined;
+    // Inodes are reused as soon as the kubelet deletes a file: the time of the last write tells a new
+    // file from an old one on the same inode. A plain rotated file may still grow (re-read: its head is cheap).
+    const cacheKey = `${stats.dev}:${stats.ino}:${stats.mtimeMs}`;
+    seen?.add(cacheKey);
+    const cached = this.siblingCache.get(cacheKey);
+    const compressed = isGzipPath(path);
+    if (cached && (compressed || cached.size === stats.size)) return { path, ...cached };
+    let identity: FileIdentity | undefined;
+    let size = stats.size;
+    try {
+      if (compressed) {
+        const { head, declaredBytes } = await gzipHead(path, FINGERPRINT_BYTES);
+        identity = identityFromHead(stats.dev, stats.ino, head);
+        size = declaredBytes ?? 0;
+      } else {
+        const handle = await open(path, 'r');
+        try {
+          const head = Buffer.alloc(FINGERPRINT_BYTES);
+          const { bytesRead } = await handle.read(head, 0, FINGERPRINT_BYTES, 0);
+          identity = identityFromHead(stats.dev, stats.ino, head.subarray(0, bytesRead));
+        } finally {
+          await handle.close();
+        }
       }
     } catch (error) {
-      this.hooks.onError('file_open', error, { path: openPath });
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') this.hooks.onError('file_read', error, { path });
+      return undefined;
+    }
+    if (!identity) return undefined;
+    this.siblingCache.set(cacheKey, { identity, size });
+    return { path, identity, size };
+  }
+
+  /** Starts reading a rotated file (`source`) from `offset` as `identity`, under its canonical path. */
+  private async openSibling(canonical: string, source: string, identity: FileIdentity, offset: number): Promise<boolean> {
+    const pod = parsePodLogPath(canonical, this.options.root);
+    if (!pod) return false;
+    const file = new TailedFile(canonical, pod, this.env, source);
+    try {
+      await file.openRotated(identity, offset);
+    } catch (error) {
+      await file.abandon();
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.hooks.onError('file_open', error, { path: source });
       return false;
     }
     this.openCount++;
-    file.beginDrain('rotated');
     this.draining.add(file);
     this.markReady(file);
-    this.logger.info({ path: openPath, offset }, 'resuming a file rotated while the agent was down');
+    this.logger.info({ path: source, offset, identity: identity.key }, 'reading a rotated file');
     return true;
+  }
+
+  /**
+   * copytruncate: a file beside `file` whose head is the same as `file`'s and which holds at least
+   * what was read: the copy the rotation made before truncating.
+   */
+  private async findCopy(file: TailedFile): Promise<SiblingFile | undefined> {
+    const fingerprint = file.identity?.fingerprint;
+    if (fingerprint === undefined) return undefined;
+    const copies = (await this.siblings(dirname(file.path))).filter((s) => s.identity.fingerprint === fingerprint && s.size >= file.readOffset);
+    return copies.find((copy) => !isGzipPath(copy.path)) ?? copies[0];
+  }
+
+  /** Counts and logs bytes that existed and can never be read. */
+  private lose(reason: LossReason, path: string, source: string, fromOffset: number, toOffset: number): void {
+    this.hooks.onLost(reason, toOffset - fromOffset, { path, source, fromOffset, toOffset });
   }
 
   private openWaiting(): void {
@@ -335,6 +557,9 @@ export class TailManager {
         continue;
       }
       this.readySet.delete(file);
+      // Its topic refuses messages (the producer holds them aside): leave the file until the topic
+      // takes them again; the poll offers it again while it has unread bytes.
+      if (this.env.producer.isStalled(this.env.topicFor(file.pod))) continue;
       if (!this.env.producer.hasCapacity()) {
         const started = Date.now();
         await this.env.producer.waitForCapacity();
@@ -345,7 +570,12 @@ export class TailManager {
       try {
         bytesRead = await file.readChunk(buffer);
       } catch (error) {
-        this.hooks.onError('file_read', error, { path: file.path });
+        this.hooks.onError('file_read', error, { path: file.source });
+        if (file.compressed) {
+          // A corrupt .gz cannot be read past this point, however often it is tried.
+          this.lose('unreadable', file.path, file.source, file.readOffset, Math.max(file.readOffset, file.knownSize));
+          await this.finish(file);
+        }
         continue;
       }
       // Only a read that found bytes takes the file again at once: a file that gave nothing (not
@@ -371,6 +601,7 @@ export class TailManager {
     try {
       for (const file of [...this.active.values()]) await this.pollActive(file);
       for (const file of [...this.draining]) await this.pollDraining(file);
+      await this.pollPaths();
     } finally {
       this.polling = false;
     }
@@ -383,14 +614,17 @@ export class TailManager {
         return false;
       });
       if (!identified) {
-        // Still no first line: if the path moved on meanwhile, let the new file take its place.
+        // Still no first line: if the path moved on meanwhile, let the new file take its place (a
+        // rotated file is read by the folder's reconciliation once it holds a line).
         const current = await stat(file.path).catch(() => undefined);
         const fdStats = await file.refreshSize().catch(() => undefined);
-        if (!current || fdStats === undefined || fdStats.nlink === 0) {
+        if (!current || fdStats === undefined || fdStats.nlink === 0 || current.ino !== file.ino || current.dev !== file.dev) {
           this.active.delete(file.path);
           await file.abandon();
           this.openCount--;
           this.openWaiting();
+          if (current) await this.track(file.path, false);
+          await this.reconcile(dirname(file.path));
         }
       }
       return;
@@ -405,14 +639,10 @@ export class TailManager {
     }
     if (!size) return;
     if (size.truncated) {
-      // copytruncate: what was not read is gone. Finish this incarnation and start over at 0.
-      this.logger.warn({ path: file.path, offset: file.readOffset, size: size.size }, 'file truncated, reading it again from the start');
-      this.retire(file, 'truncated');
-      await this.finish(file);
-      await this.openFile(file.path, file.pod, false, 0);
+      await this.truncated(file, size.previousSize);
       return;
     }
-    let current: Stats | undefined;
+    let current: Awaited<ReturnType<typeof stat>> | undefined;
     try {
       current = await stat(file.path);
     } catch (error) {
@@ -421,10 +651,65 @@ export class TailManager {
     if (current?.ino !== file.identity?.ino || current?.dev !== file.identity?.dev) {
       this.retire(file, size.nlink === 0 ? 'deleted' : 'rotated');
       if (current !== undefined) await this.track(file.path, false);
+      // More than one rotation since the last poll leaves incarnations no descriptor holds.
+      await this.reconcile(dirname(file.path));
     } else if (file.hasUnreadBytes) {
       this.markReady(file);
     }
     file.tick();
+  }
+
+  /**
+   * copytruncate: the file starts over at 0. Its unread tail is read from the copy beside it when
+   * there is one; what neither holds is counted lost. The path's new content is a new file.
+   */
+  private async truncated(file: TailedFile, sizeBefore: number): Promise<void> {
+    const from = file.readOffset;
+    // Looked for first, while the file is still active: a draining file could be finished meanwhile.
+    const copy = await this.findCopy(file);
+    let readable = from;
+    if (copy) {
+      this.active.delete(file.path);
+      this.draining.add(file);
+      try {
+        await file.switchTo(copy.path);
+        readable = copy.size;
+        this.logger.info({ path: file.path, copy: copy.path, offset: from }, 'file truncated, reading its tail from the copy');
+      } catch (error) {
+        this.hooks.onError('file_open', error, { path: copy.path });
+        file.beginDrain('truncated');
+      }
+    } else {
+      this.retire(file, 'truncated');
+    }
+    if (sizeBefore > readable) this.lose('truncated', file.path, copy?.path ?? file.path, readable, sizeBefore);
+    if (file.source === file.path) await this.finish(file);
+    else this.markReady(file);
+    await this.openFile(file.path, file.pod, false, 0);
+  }
+
+  /**
+   * Every known live path with no file open at it: a file there now is opened within this poll,
+   * whatever the watcher reported. A path whose folder is gone is forgotten.
+   */
+  private async pollPaths(): Promise<void> {
+    for (const path of [...this.paths.keys()]) {
+      if (this.stopping) return;
+      if (this.active.has(path) || this.waiting.has(path)) continue;
+      let code: string | undefined;
+      const current = await stat(path).catch((error: unknown) => {
+        code = (error as NodeJS.ErrnoException).code;
+        return undefined;
+      });
+      if (current !== undefined) {
+        if (current.isFile()) await this.track(path, false);
+        continue;
+      }
+      if (code === 'ENOENT' && (await stat(dirname(path)).catch(() => undefined)) === undefined) {
+        this.paths.delete(path);
+        this.failed.delete(path);
+      }
+    }
   }
 
   /** The path no longer names this file: keep reading it through its descriptor until drained. */
@@ -459,19 +744,35 @@ export class TailManager {
   private async doWriteCheckpoints(): Promise<void> {
     const now = Date.now();
     const live = new Set<string>();
+    // One entry per identity: should two readers ever hold one file, the entry keeps the smaller safe offset.
+    const entries = new Map<string, Checkpoint>();
     for (const file of [...this.active.values(), ...this.draining]) {
       const identity = file.identity;
       if (!identity) continue;
-      if (file.settled) {
-        this.draining.delete(file);
-        this.checkpoints.delete(identity.key);
-        continue;
-      }
+      const done = file.settled;
+      // Done, its entry stays while the file is on disk under any name; reconciliation drops it after.
+      if (done) this.draining.delete(file);
       live.add(identity.key);
-      this.checkpoints.set({ key: identity.key, path: file.path, dev: identity.dev, ino: identity.ino, fingerprint: identity.fingerprint, offset: file.safeOffset(), updatedAtMs: now });
+      const entry: Checkpoint = {
+        key: identity.key,
+        path: file.path,
+        dev: identity.dev,
+        ino: identity.ino,
+        fingerprint: identity.fingerprint,
+        offset: file.safeOffset(),
+        size: Math.max(file.knownSize, file.readOffset),
+        ...(done ? { done } : {}),
+        updatedAtMs: now,
+      };
+      const other = entries.get(identity.key);
+      if (other === undefined) entries.set(identity.key, entry);
+      else entries.set(identity.key, { ...other, offset: Math.min(other.offset, entry.offset), size: Math.max(other.size ?? 0, entry.size ?? 0), ...(other.done === true && done ? { done } : { done: undefined }) });
     }
+    for (const entry of entries.values()) this.checkpoints.set(entry);
+    // Folder reconciliation owns the entries of the folders it sees; entries of folders no longer
+    // tailed (outside the root, excluded by a changed config) age out.
     for (const checkpoint of [...this.checkpoints.all()]) {
-      if (live.has(checkpoint.key) || this.waiting.has(checkpoint.path)) continue;
+      if (live.has(checkpoint.key) || (parsePodLogPath(checkpoint.path, this.options.root) && this.accepts(checkpoint.path, true))) continue;
       if (now - checkpoint.updatedAtMs > this.options.orphanCheckpointTtlMs) this.checkpoints.delete(checkpoint.key);
     }
     try {

@@ -15,6 +15,7 @@ import { RecordFlag, type KubernetesMetadata } from '../shared/record.js';
 import { scanCriLineAt, type CriLayout } from './cri-parser.js';
 import { fileEventIdPrefix } from './event-id.js';
 import { identifyFile, type FileIdentity } from './file-identity.js';
+import { GzipReader, isGzipPath } from './gzip-reader.js';
 import { FileProgress } from './file-progress.js';
 import type { AgentProducer } from './kafka-producer.js';
 import { LineAssembler, type LogEntry, type LogFormat } from './line-assembler.js';
@@ -30,7 +31,8 @@ const readAsync = promisify(read);
 const closeAsync = promisify(close);
 
 export type FilePhase = 'new' | 'identifying' | 'active' | 'draining' | 'finished';
-export type DrainReason = 'rotated' | 'deleted' | 'truncated';
+/** Why a file is read to its end: renamed away, deleted, truncated in place, or a compressed rotated file. */
+export type DrainReason = 'rotated' | 'deleted' | 'truncated' | 'compressed';
 
 export interface TailSettings {
   cluster: string;
@@ -42,6 +44,8 @@ export interface TailSettings {
   maxRecordsPerMessage: number;
   /** How long a file renamed away (rotated) keeps being read after its last new byte. */
   rotateWaitMs: number;
+  /** How long the first chunk of a split line waits for its last one before it is shipped flagged `partial`. */
+  partialTimeoutMs: number;
 }
 
 /** What a file needs from the rest of the agent. */
@@ -112,6 +116,9 @@ export class TailedFile {
   phase: FilePhase = 'new';
   fd: number | undefined;
   identity: FileIdentity | undefined;
+  /** Device and inode of the file the descriptor holds (known from `open`, before the identity). */
+  dev = 0;
+  ino = 0;
   /** An identification is in flight. */
   private identifying = false;
   /** Next byte to read. */
@@ -121,6 +128,8 @@ export class TailedFile {
   /** Size of the file at the last look; with consumedOffset gives the bytes not yet read. */
   knownSize = 0;
   drainReason: DrainReason | undefined;
+  /** Set when the file is read from a compressed copy (`.gz`): a forward-only stream instead of the descriptor. */
+  private gzip: GzipReader | undefined;
   /** When a draining file saw new bytes last (ms), to apply rotateWaitMs. */
   lastGrowthMs = 0;
   readonly progress = new FileProgress();
@@ -148,11 +157,58 @@ export class TailedFile {
     readonly path: string,
     readonly pod: PodLogPath,
     private readonly env: TailEnvironment,
-    private readonly openPath: string = path,
+    private openPath: string = path,
   ) {
     this.assembler = new LineAssembler({ format: env.settings.format, maxLineBytes: env.settings.maxLineBytes });
     const multiline = env.multilineFor(pod);
     if (multiline) this.joiners = { stdout: new MultilineJoiner(multiline), stderr: new MultilineJoiner(multiline) };
+  }
+
+  /** Where the bytes are read from: the canonical path, or the rotated or compressed name it now has. */
+  get source(): string {
+    return this.openPath;
+  }
+
+  /**
+   * Opens a file that left its path (`<n>.log.<timestamp>`, or `.gz` once compressed) as `identity`,
+   * to be read from `offset` to its end: a checkpointed file found after a restart, a rotated file
+   * nobody read yet, or a copytruncate's copy. Throws the fs error on failure.
+   */
+  async openRotated(identity: FileIdentity, offset: number): Promise<void> {
+    await this.openSource();
+    this.consumedOffset = offset;
+    this.adopt(identity, offset);
+    this.beginDrain(this.gzip ? 'compressed' : 'rotated');
+  }
+
+  private async openSource(): Promise<void> {
+    if (isGzipPath(this.openPath)) {
+      this.gzip = await GzipReader.open(this.openPath);
+      this.fd = this.gzip.fd;
+      this.knownSize = this.gzip.declaredBytes ?? 0;
+    } else {
+      await this.open();
+    }
+  }
+
+  /**
+   * copytruncate: the path's file was truncated, and `copyPath` holds a copy of what it held. Goes on
+   * reading the copy from where this file was, as the same identity (same event ids), then finishes.
+   */
+  async switchTo(copyPath: string): Promise<void> {
+    await this.closeDescriptor();
+    this.openPath = copyPath;
+    await this.openSource();
+    if (this.knownSize < this.readOffset) this.knownSize = this.readOffset;
+    this.beginDrain(this.gzip ? 'compressed' : 'rotated');
+  }
+
+  /** Takes `identity` and starts reading at `offset` (consumedOffset is the caller's to set). */
+  private adopt(identity: FileIdentity, offset: number): void {
+    this.identity = identity;
+    this.eventIdPrefix = fileEventIdPrefix(this.env.settings.cluster, this.env.settings.node, identity.key);
+    this.readOffset = offset;
+    if (this.knownSize < offset) this.knownSize = offset;
   }
 
   /** Opens the descriptor (never following a symlink). Throws the fs error on failure. */
@@ -164,6 +220,8 @@ export class TailedFile {
       throw Object.assign(new Error(`${this.openPath} is not a regular file`), { code: 'ENOTREG' });
     }
     this.knownSize = stats.size;
+    this.dev = stats.dev;
+    this.ino = stats.ino;
     this.phase = 'identifying';
     return stats;
   }
@@ -189,24 +247,29 @@ export class TailedFile {
     const stats = await fstatAsync(this.fd);
     const identity = await identifyFile(this.fd, stats);
     if (!identity || this.phase !== 'identifying') return false;
-    this.identity = identity;
-    this.eventIdPrefix = fileEventIdPrefix(this.env.settings.cluster, this.env.settings.node, identity.key);
     const offset = resumeAt(identity, stats.size);
-    this.readOffset = offset;
     this.consumedOffset = offset;
     this.knownSize = stats.size;
+    this.adopt(identity, offset);
     this.phase = 'active';
     return true;
   }
 
   /** Refreshes the known size through the descriptor; detects truncation (copytruncate). */
-  async refreshSize(): Promise<{ size: number; nlink: number; truncated: boolean } | undefined> {
+  async refreshSize(): Promise<{ size: number; previousSize: number; nlink: number; truncated: boolean } | undefined> {
     if (this.fd === undefined) return undefined;
+    const previousSize = this.knownSize;
+    if (this.gzip) return { size: previousSize, previousSize, nlink: this.gzip.nlink, truncated: false };
     const stats = await fstatAsync(this.fd);
-    const grew = stats.size > this.knownSize;
+    const grew = stats.size > previousSize;
     this.knownSize = stats.size;
     if (grew) this.lastGrowthMs = Date.now();
-    return { size: stats.size, nlink: stats.nlink, truncated: stats.size < this.readOffset };
+    return { size: stats.size, previousSize, nlink: stats.nlink, truncated: stats.size < this.readOffset };
+  }
+
+  /** Whether the bytes come from a compressed copy (`.gz`). */
+  get compressed(): boolean {
+    return this.gzip !== undefined;
   }
 
   /**
@@ -214,7 +277,8 @@ export class TailedFile {
    * larger than the read offset. A file still `identifying` has bytes but nothing to read yet.
    */
   get hasUnreadBytes(): boolean {
-    return this.fd !== undefined && (this.phase === 'active' || this.phase === 'draining') && this.knownSize > this.readOffset;
+    if (this.fd === undefined || (this.phase !== 'active' && this.phase !== 'draining')) return false;
+    return this.gzip ? !this.gzip.atEnd : this.knownSize > this.readOffset;
   }
 
   /** Bytes written to the file but not yet safely shipped (for the backlog metric). */
@@ -228,7 +292,7 @@ export class TailedFile {
    */
   async readChunk(buffer: Buffer): Promise<number> {
     if (this.fd === undefined || (this.phase !== 'active' && this.phase !== 'draining')) return 0;
-    const { bytesRead } = await readAsync(this.fd, buffer, 0, buffer.length, this.readOffset);
+    const bytesRead = await this.readAt(buffer);
     if (bytesRead === 0) {
       // The end is here (the file shrank since its size was seen): nothing unread until it grows.
       if (this.knownSize > this.readOffset) this.knownSize = this.readOffset;
@@ -242,13 +306,27 @@ export class TailedFile {
     return bytesRead;
   }
 
-  /** Emits multi-line events that waited too long for their next line. */
-  tick(): void {
-    if (!this.joiners) return;
-    const expired = [...this.joiners.stdout.flushExpired(), ...this.joiners.stderr.flushExpired()];
-    if (expired.length > 0) {
-      this.ship(expired);
+  /** The next bytes at readOffset: through the descriptor, or from the decompressed stream. */
+  private async readAt(buffer: Buffer): Promise<number> {
+    const gzip = this.gzip;
+    if (gzip === undefined) return (await readAsync(this.fd as number, buffer, 0, buffer.length, this.readOffset)).bytesRead;
+    if (gzip.position < this.readOffset && (await gzip.skipTo(this.readOffset)) < this.readOffset) return 0;
+    const bytesRead = await gzip.read(buffer);
+    if (gzip.atEnd) this.knownSize = this.readOffset + bytesRead;
+    return bytesRead;
+  }
+
+  /**
+   * Emits multi-line events that waited too long for their next line, and split lines whose last
+   * chunk never came (flagged `partial`), so neither holds the checkpoint back for longer than that.
+   */
+  tick(now = Date.now()): void {
+    const entries = this.assembler.flushStale(now - this.env.settings.partialTimeoutMs);
+    if (this.joiners) entries.push(...this.joiners.stdout.flushExpired(), ...this.joiners.stderr.flushExpired());
+    if (entries.length > 0) {
+      this.ship(entries);
       this.flushMessage();
+      this.syncAssemblerCounters();
     }
   }
 
@@ -259,7 +337,14 @@ export class TailedFile {
     this.lastGrowthMs = Date.now();
   }
 
-  /** A draining file is done once read to the end and (if rotated) quiet for rotateWaitMs. */
+  /** The file is back at its path (renamed back): read it as the live file again. */
+  reactivate(): void {
+    if (this.phase !== 'draining') return;
+    this.phase = 'active';
+    this.drainReason = undefined;
+  }
+
+  /** A draining file is done once read to the end and (if renamed away) quiet for rotateWaitMs. */
   drainComplete(now: number): boolean {
     if (this.phase !== 'draining' || this.hasUnreadBytes) return false;
     if (this.drainReason === 'rotated') return now - this.lastGrowthMs >= this.env.settings.rotateWaitMs;
@@ -317,8 +402,11 @@ export class TailedFile {
 
   private async closeDescriptor(): Promise<void> {
     const fd = this.fd;
+    const gzip = this.gzip;
     this.fd = undefined;
-    if (fd !== undefined) await closeAsync(fd);
+    this.gzip = undefined;
+    if (gzip !== undefined) await gzip.close();
+    else if (fd !== undefined) await closeAsync(fd);
   }
 
   // ---- hot path ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 /**
  * `logship-aggregator --config <file>`: consumes the log topics and writes them to the sinks.
  * `logship-aggregator athena-ddl --bucket <b> [--prefix logs] [--table logs] [--database default]`
- * prints the Athena table for the S3 layout.
+ * prints the Athena table for the S3 layout. `logship-aggregator top`: a live view of a running aggregator.
  */
 import { parseArgs } from 'node:util';
 import { EXIT_CONFIG, parseCli } from '../shared/cli.js';
@@ -29,6 +29,10 @@ function athenaCommand(args: string[]): number {
   }
 }
 
+if (process.argv[2] === 'top') {
+  const { topCommand } = await import('../shared/top/top.js');
+  process.exit(await topCommand('logship-aggregator', 9103, process.argv.slice(3)));
+}
 if (process.argv[2] === 'athena-ddl') {
   process.exitCode = athenaCommand(process.argv.slice(3));
 } else {

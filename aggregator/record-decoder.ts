@@ -1,6 +1,6 @@
 /**
  * Turns one Kafka message of a logship topic into records: the value holds one or more NDJSON
- * records, each followed by `\n` (see README, "Kafka topic format"). Each line is parsed once to
+ * records, each followed by `\n` (see docs/how-it-works.md, "Kafka topic format"). Each line is parsed once to
  * read the few fields the aggregator needs; the line's bytes go to the sinks untouched.
  * Lines that cannot be records come back as poison with a dead-letter reason, never thrown.
  */

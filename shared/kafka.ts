@@ -59,6 +59,9 @@ export const kafkaConnectionSchema = z.strictObject(kafkaConnectionFields).super
 
 export type KafkaConnectionConfig = KafkaConnectionShape;
 
+/** What kafkajs logs at warn level for every idempotent producer whose retries are bounded. */
+const LIMITED_RETRIES_WARNING = 'Limiting retries for the idempotent producer may invalidate EoS guarantees';
+
 export function createKafka(config: KafkaConnectionConfig, logger: Logger, settingPath = 'kafka'): Kafka {
   poolEncoderBuffers();
   const kafkaLogger = logger.child({ component: 'kafkajs' });
@@ -87,6 +90,12 @@ export function createKafka(config: KafkaConnectionConfig, logger: Logger, setti
     logCreator: () => (entry) => {
       const { message, ...rest } = entry.log;
       const fields = { ...rest, namespace: entry.namespace };
+      // The agent's producer bounds kafkajs's own retries on purpose and retries the same batch
+      // itself (see agent/kafka-producer.ts): this warning, repeated per client, says nothing new.
+      if (message === LIMITED_RETRIES_WARNING) {
+        kafkaLogger.debug(fields, message);
+        return;
+      }
       switch (entry.level) {
         case KafkaLogLevel.ERROR:
           kafkaLogger.error(fields, message);

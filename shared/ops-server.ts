@@ -16,6 +16,8 @@ export interface OpsServerOptions {
   logger: Logger;
   /** All must pass for `/readyz` to answer 200. */
   readiness?: Record<string, Check>;
+  /** Extra facts `/readyz` reports in its body (e.g. stalled topics); they do not decide readiness. */
+  readinessDetails?: () => Record<string, unknown>;
   /** All must pass for `/healthz` to answer 200; an empty set means "the process answers". */
   liveness?: Record<string, Check>;
 }
@@ -82,7 +84,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: OpsSer
       await respondChecks(res, options.liveness ?? {});
       return;
     case '/readyz':
-      await respondChecks(res, options.readiness ?? {});
+      await respondChecks(res, options.readiness ?? {}, options.readinessDetails?.());
       return;
     default:
       res.writeHead(404, { 'content-type': 'text/plain' });
@@ -90,7 +92,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: OpsSer
   }
 }
 
-async function respondChecks(res: ServerResponse, checks: Record<string, Check>): Promise<void> {
+async function respondChecks(res: ServerResponse, checks: Record<string, Check>, details?: Record<string, unknown>): Promise<void> {
   const results: Record<string, boolean> = {};
   for (const [name, check] of Object.entries(checks)) {
     try {
@@ -101,5 +103,5 @@ async function respondChecks(res: ServerResponse, checks: Record<string, Check>)
   }
   const ok = Object.values(results).every(Boolean);
   res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-  res.end(`${JSON.stringify({ status: ok ? 'ok' : 'unavailable', checks: results })}\n`);
+  res.end(`${JSON.stringify({ status: ok ? 'ok' : 'unavailable', checks: results, ...(details ? { details } : {}) })}\n`);
 }

@@ -43,6 +43,11 @@ export const RecordFlag = {
   METADATA_FALLBACK: 'metadata_fallback',
   /** Several physical lines joined into one (stack traces). */
   MULTILINE: 'multiline',
+  /**
+   * Part of a line the runtime split into chunks whose last chunk was never read: the file ended
+   * (rotated, deleted, container gone) or the rest did not come within `parse.partialTimeoutMs`.
+   */
+  PARTIAL: 'partial',
 } as const;
 
 export type RecordFlag = (typeof RecordFlag)[keyof typeof RecordFlag];

@@ -2,6 +2,7 @@
  * Graceful shutdown: on SIGTERM or SIGINT, abort `signal` (so every loop stops taking new work), then
  * run the registered steps one after another in registration order (stop reading → flush → checkpoint
  * → close), all within one deadline. A step that fails is logged and the next one still runs; a
+ * step may leave time to the ones after it (`reserveMs`: given up when its share runs out); a
  * deadline overrun aborts the step in progress and the process exits non-zero. A second signal while
  * shutting down exits at once.
  */
@@ -9,6 +10,16 @@ import type { Logger } from './logger.js';
 import { describeError } from './errors.js';
 
 export type ShutdownStep = (signal: AbortSignal) => Promise<void> | void;
+
+export interface StepOptions {
+  /**
+   * Time this step leaves to the steps after it: its signal aborts this long before the deadline,
+   * and if it has not finished by then it is given up (recorded as failed) and the next steps run.
+   * For a step that may wait on something unreachable (flushing to Kafka) ahead of one that must
+   * run (writing checkpoints).
+   */
+  reserveMs?: number;
+}
 
 export interface ShutdownResult {
   reason: string;
@@ -29,7 +40,7 @@ export interface ShutdownOptions {
 }
 
 export class ShutdownCoordinator {
-  private readonly steps: { name: string; run: ShutdownStep }[] = [];
+  private readonly steps: { name: string; run: ShutdownStep; reserveMs?: number }[] = [];
   private readonly controller = new AbortController();
   private running: Promise<ShutdownResult> | undefined;
   private readonly listeners = new Map<NodeJS.Signals, () => void>();
@@ -46,8 +57,8 @@ export class ShutdownCoordinator {
   }
 
   /** Adds a step; steps run in the order they were added. */
-  register(name: string, run: ShutdownStep): this {
-    this.steps.push({ name, run });
+  register(name: string, run: ShutdownStep, options: StepOptions = {}): this {
+    this.steps.push({ name, run, reserveMs: options.reserveMs });
     return this;
   }
 
@@ -89,8 +100,19 @@ export class ShutdownCoordinator {
           result.timedOut ??= step.name;
           break;
         }
-        const outcome = await raceDeadline(Promise.resolve().then(() => step.run(deadline.signal)), deadline.signal);
-        if (outcome.kind === 'done') result.completed.push(step.name);
+        let signal = deadline.signal;
+        let shareTimer: NodeJS.Timeout | undefined;
+        if (step.reserveMs !== undefined) {
+          const share = new AbortController();
+          shareTimer = setTimeout(() => share.abort(new Error('shutdown step exceeded its time share')), Math.max(0, started + deadlineMs - step.reserveMs - Date.now()));
+          signal = AbortSignal.any([deadline.signal, share.signal]);
+        }
+        const outcome = await raceDeadline(Promise.resolve().then(() => step.run(signal)), signal);
+        clearTimeout(shareTimer);
+        if (outcome.kind === 'timeout' && !isAborted(deadline.signal)) {
+          result.failed.push({ name: step.name, error: `not finished ${step.reserveMs} ms before the deadline; given up so that the next steps run` });
+          logger.error({ step: step.name, reserveMs: step.reserveMs }, 'shutdown step given up to leave time for the next ones');
+        } else if (outcome.kind === 'done') result.completed.push(step.name);
         else if (outcome.kind === 'failed') {
           result.failed.push({ name: step.name, error: describeError(outcome.error) });
           logger.error({ step: step.name, err: outcome.error }, 'shutdown step failed');
@@ -108,6 +130,11 @@ export class ShutdownCoordinator {
     logger.info({ ...result, elapsedMs: Date.now() - started }, 'shutdown finished');
     return result;
   }
+}
+
+/** A function: a check of `signal.aborted` earlier in a loop would otherwise narrow it for good. */
+function isAborted(signal: AbortSignal): boolean {
+  return signal.aborted;
 }
 
 type Outcome = { kind: 'done' } | { kind: 'failed'; error: unknown } | { kind: 'timeout' };

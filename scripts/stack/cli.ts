@@ -19,6 +19,7 @@ import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, wa
 import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
 import { installNode, NODE_SERVERS, nodeEndpoint, nodeStatus, startNode, stopNode } from './node.js';
+import { stackLog, tailAlreadyShown, withProgress } from './progress.js';
 import { S3_BUCKET, VERSIONS } from './versions.js';
 
 /** Servers in the order `down` stops them (dependents first). */
@@ -121,7 +122,7 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
         // A failure there is reported by that step; this one then fails on its own check.
         if (step.after !== undefined) await running.get(step.after)?.catch(() => undefined);
         const t1 = Date.now();
-        await step.start(paths);
+        await withProgress(`${step.name}: starting, waiting until it answers`, undefined, () => step.start(paths));
         timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
         progress(`${step.name}: ready (${secondsSince(t1)}s)`);
       })(),
@@ -132,7 +133,8 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
   for (const { step, error } of failures) {
     process.stderr.write(`\nstack: ${step} failed: ${error instanceof Error ? error.message : String(error)}\n`);
     const log = error instanceof StackError && error.logFile ? error.logFile : logFile(paths, step);
-    process.stderr.write(`---- last lines of ${log}\n${tail(log)}\n----\n`);
+    if (tailAlreadyShown(error)) process.stderr.write(`(its log's last lines are above; the whole log: ${log})\n`);
+    else process.stderr.write(`---- last lines of ${log}\n${tail(log)}\n----\n`);
   }
   if (failures.length > 0) return 1;
   const info = endpoints(paths);
@@ -180,9 +182,7 @@ function isRoot(): boolean {
   return process.getuid?.() === 0;
 }
 
-function progress(message: string): void {
-  process.stderr.write(`[stack ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
-}
+const progress = stackLog;
 
 async function main(argv: string[]): Promise<number> {
   // The machine runs Node 20; the AWS SDK's notice about its future Node 22 floor is noise here.

@@ -4,8 +4,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { chownSync, cpSync, existsSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { ensureDir, httpGet, logFile, runLogged, startDaemon, StackError, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { basename, dirname, join } from 'node:path';
+import { ensureDir, httpGet, logFile, startDaemon, StackError, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { runWithProgress } from './progress.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
 
 const NAME = 'elasticsearch';
@@ -25,7 +26,8 @@ export async function installElasticsearch(paths: StackPaths): Promise<boolean> 
   const log = logFile(paths, 'install-elasticsearch');
   const zip = join(ensureDir(paths.downloads), `elasticsearch-${VERSIONS.elasticsearch}.zip`);
   if (!existsSync(zip)) {
-    await runLogged(
+    await runWithProgress(
+      `elasticsearch: downloading Elasticsearch ${VERSIONS.elasticsearch} (integ-test zip, Maven)`,
       'mvn',
       ['-q', '-B', 'dependency:copy', `-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:${VERSIONS.elasticsearch}:zip`, `-DoutputDirectory=${paths.downloads}`],
       log,
@@ -33,7 +35,7 @@ export async function installElasticsearch(paths: StackPaths): Promise<boolean> 
   }
   const work = mkdtempSync(join(ensureDir(paths.build), 'es-'));
   try {
-    await runLogged('unzip', ['-q', zip, '-d', work], log);
+    await runWithProgress(`elasticsearch: unpacking ${basename(zip)}`, 'unzip', ['-q', zip, '-d', work], log);
     rmSync(home, { recursive: true, force: true });
     renameSync(join(work, `elasticsearch-${VERSIONS.elasticsearch}`), home);
   } finally {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { ensureDir, logFile, runLogged, runningPid, SCRIPT_DIR, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
 import { caFile, ensureServerCertificate } from './pki.js';
+import { runWithProgress } from './progress.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
 
 const NAME = 'kafka';
@@ -19,7 +20,8 @@ export async function installKafka(paths: StackPaths): Promise<boolean> {
   const work = mkdtempSync(join(ensureDir(paths.build), 'kafka-'));
   try {
     cpSync(join(SCRIPT_DIR, 'kafka', 'pom.xml'), join(work, 'pom.xml'));
-    await runLogged(
+    await runWithProgress(
+      `kafka: downloading Apache Kafka ${VERSIONS.kafka} and its libraries (Maven)`,
       'mvn',
       ['-q', '-B', `-Dkafka.version=${VERSIONS.kafka}`, 'dependency:copy-dependencies', `-DoutputDirectory=${join(work, 'libs')}`, '-DincludeScope=runtime'],
       logFile(paths, 'install-kafka'),

@@ -10,6 +10,7 @@ import { copyFileSync, cpSync, existsSync, readFileSync, renameSync } from 'node
 import { join } from 'node:path';
 import { ensureDir, httpGet, logFile, runLogged, SCRIPT_DIR, startDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
 import { caFile, ensureServerCertificate } from './pki.js';
+import { runWithProgress } from './progress.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
 
 export { caFile } from './pki.js';
@@ -49,9 +50,10 @@ export async function installKubernetes(paths: StackPaths): Promise<boolean> {
     kubectl: 'k8s.io/kubernetes/cmd/kubectl',
   };
   ensureDir(paths.bin);
-  for (const binary of wanted) {
+  for (const [i, binary] of wanted.entries()) {
     const out = `${kubeBinary(paths, binary)}.tmp`;
-    await runLogged('go', ['build', '-ldflags', versionLdflags(), '-o', out, targets[binary]], log, { cwd: module, env });
+    const label = `kubernetes: building ${binary} ${binary === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes} from source (go build, ${i + 1} of ${wanted.length})`;
+    await runWithProgress(label, 'go', ['build', '-ldflags', versionLdflags(), '-o', out, targets[binary]], log, { cwd: module, env });
     renameSync(out, kubeBinary(paths, binary));
   }
   return true;

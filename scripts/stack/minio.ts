@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { ensureDir, httpGet, logFile, runLogged, startDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { runWithProgress } from './progress.js';
 import { HOST, PORTS, S3_BUCKET, VERSIONS } from './versions.js';
 
 const NAME = 'minio';
@@ -25,7 +26,7 @@ export async function installMinio(paths: StackPaths): Promise<boolean> {
   const binary = minioBinary(paths);
   if (existsSync(binary)) return false;
   const gobin = ensureDir(join(paths.build, 'minio-bin'));
-  await runLogged('go', ['install', `github.com/minio/minio@${VERSIONS.minio}`], logFile(paths, 'install-minio'), {
+  await runWithProgress(`minio: building MinIO ${VERSIONS.minio} from source (go install)`, 'go', ['install', `github.com/minio/minio@${VERSIONS.minio}`], logFile(paths, 'install-minio'), {
     env: { ...process.env, GOBIN: gobin, GOFLAGS: '-buildvcs=false' },
   });
   ensureDir(paths.bin);

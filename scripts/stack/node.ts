@@ -22,6 +22,7 @@ import { ensureDir, httpGet, logFile, runLogged, runningPid, SCRIPT_DIR, seconds
 import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer } from './kubernetes.js';
 import type { StackEndpoints } from './endpoints.js';
 import { caFile, ensureCa } from './pki.js';
+import { stackLog } from './progress.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
 
 export const NODE_NAME = 'logship-stack-node';
@@ -85,7 +86,7 @@ export function ctrArgs(paths: StackPaths, ...args: string[]): string[] {
 }
 
 function progress(message: string): void {
-  process.stderr.write(`[stack ${new Date().toISOString().slice(11, 19)}] node: ${message}\n`);
+  stackLog(`node: ${message}`);
 }
 
 // ---- install ----------------------------------------------------------------------------------------

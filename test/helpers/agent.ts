@@ -101,9 +101,17 @@ export interface ReceivedRecord {
 /** Collects every record (NDJSON lines of each message) from the given topics, from the beginning. */
 export class RecordCollector {
   readonly records: ReceivedRecord[] = [];
+  /** Records received so far (also those not kept). */
+  received = 0;
   private readonly kafka: Kafka = createKafka(kafkaConfig({ clientId: 'logship-it-collector' }), testLogger());
   private consumer: Consumer | undefined;
   private admin: Admin | undefined;
+
+  /**
+   * `onRecord` sees every record as it arrives; with `keep: false` they are not kept in `records`
+   * (long runs check each record on arrival and keep only a tally).
+   */
+  constructor(private readonly options: { onRecord?: (received: ReceivedRecord) => void; keep?: boolean } = {}) {}
 
   async start(topics: string[]): Promise<void> {
     this.admin = this.kafka.admin();
@@ -118,7 +126,10 @@ export class RecordCollector {
         const text = message.value?.toString('utf8') ?? '';
         for (const line of text.split('\n')) {
           if (line === '') continue;
-          this.records.push({ record: JSON.parse(line) as LogRecord, topic, partition, offset: message.offset });
+          const received: ReceivedRecord = { record: JSON.parse(line) as LogRecord, topic, partition, offset: message.offset };
+          this.received++;
+          if (this.options.keep !== false) this.records.push(received);
+          this.options.onRecord?.(received);
         }
       },
     });

@@ -38,6 +38,17 @@ describe('ops server (loopback HTTP)', () => {
     assert.deepEqual(await nowReady.json(), { status: 'ok', checks: { producer: true, scan: true } });
   });
 
+  it('reports readiness details in the /readyz body without letting them decide readiness', async () => {
+    const detailed = await startOpsServer({ host: '127.0.0.1', port: 0, registry, logger: silent, readiness: { scan: () => true }, readinessDetails: () => ({ stalledTopics: [{ topic: 'logs.x', reason: 'unknown_topic' }] }) });
+    try {
+      const res = await fetch(`${detailed.url}/readyz`);
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { status: 'ok', checks: { scan: true }, details: { stalledTopics: [{ topic: 'logs.x', reason: 'unknown_topic' }] } });
+    } finally {
+      await detailed.close();
+    }
+  });
+
   it('answers /healthz, 404 elsewhere, 405 for writes', async () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
     assert.equal((await fetch(`${server.url}/nope`)).status, 404);

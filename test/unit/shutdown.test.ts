@@ -57,6 +57,34 @@ describe('ShutdownCoordinator', () => {
     assert.equal(result.exitCode, 1);
   });
 
+  it('gives up a step at its time share so that the steps after it still run before the deadline', async () => {
+    const order: string[] = [];
+    let flushAborted = false;
+    const coordinator = new ShutdownCoordinator({ deadlineMs: 2_000, logger: silent })
+      .register(
+        'flush',
+        (signal) =>
+          new Promise<void>((resolve) => {
+            // Never finishes by itself (an unreachable broker): only its signal ends it.
+            signal.addEventListener('abort', () => {
+              flushAborted = true;
+              resolve();
+            });
+          }).then(() => new Promise<void>(() => undefined)),
+        { reserveMs: 1_500 },
+      )
+      .register('checkpoint', () => {
+        order.push('checkpoint');
+      });
+    const result = await coordinator.shutdown('test');
+    assert.ok(flushAborted, "the step's signal aborted at its share");
+    assert.deepEqual(order, ['checkpoint']);
+    assert.deepEqual(result.completed, ['checkpoint']);
+    assert.equal(result.failed[0]?.name, 'flush');
+    assert.equal(result.timedOut, undefined, 'the deadline was not reached');
+    assert.equal(result.exitCode, 1);
+  });
+
   it('stops at the deadline, aborting the step in progress, and skips the rest', async () => {
     let stepSignal: AbortSignal | undefined;
     let lateRan = false;

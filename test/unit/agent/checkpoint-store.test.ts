@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { CHECKPOINT_FILE, CheckpointStore, parseCheckpointFile, type Checkpoint } from '../../../agent/checkpoint-store.js';
+import { CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointStore, parseCheckpointFile, type Checkpoint } from '../../../agent/checkpoint-store.js';
 import { CheckpointError, ErrorCode } from '../../../shared/errors.js';
 import { createLogger } from '../../../shared/logger.js';
 
@@ -19,14 +19,17 @@ describe('CheckpointStore', () => {
     const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
     const store = await CheckpointStore.open(dir, silent);
     assert.equal(store.size, 0);
-    assert.equal(await store.flush(), false, 'nothing to write yet');
+    assert.equal(store.firstStart, true);
+    assert.equal(await store.flush(), true, 'a first start writes its (empty) state, so a restart is not taken for a first start');
+    assert.equal(await store.flush(), false, 'nothing new to write');
+    assert.equal((await CheckpointStore.open(dir, silent)).firstStart, false);
     store.set(checkpoint('a', 100));
     store.set(checkpoint('b', 7));
     assert.equal(await store.flush(), true);
     assert.equal(await store.flush(), false, 'unchanged state is not rewritten');
     assert.deepEqual(readdirSync(dir), [CHECKPOINT_FILE], 'no temp file left behind');
     const onDisk = JSON.parse(readFileSync(join(dir, CHECKPOINT_FILE), 'utf8')) as { version: number };
-    assert.equal(onDisk.version, 1);
+    assert.equal(onDisk.version, CHECKPOINT_VERSION);
 
     const reopened = await CheckpointStore.open(dir, silent);
     assert.equal(reopened.get('a')?.offset, 100);
@@ -34,12 +37,32 @@ describe('CheckpointStore', () => {
     assert.ok(reopened.lastWrittenAtMs !== undefined);
   });
 
-  it('moves forward only', async () => {
-    const store = await CheckpointStore.open(mkdtempSync(join(tmpdir(), 'logship-cp-')), silent);
+  it('moves forward only: a move backwards is logged as a bug and counted, the larger offset kept, the other files still set and written', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ name: 'test', level: 'info', destination: new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }) });
+    const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
+    const store = await CheckpointStore.open(dir, logger);
     store.set(checkpoint('a', 100));
     store.set(checkpoint('a', 150));
-    assert.throws(() => store.set(checkpoint('a', 120)), (e: unknown) => e instanceof CheckpointError);
+    assert.doesNotThrow(() => store.set(checkpoint('a', 120)));
+    store.set(checkpoint('b', 9));
     assert.equal(store.get('a')?.offset, 150);
+    assert.equal(store.get('b')?.offset, 9);
+    assert.equal(store.regressions, 1);
+    const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 'error' || l.level === 50);
+    assert.ok(logged, 'an error is logged');
+    assert.equal(logged.key, 'a');
+    assert.equal(logged.offset, 150);
+    assert.equal(logged.attemptedOffset, 120);
+    // Under another path (the file was renamed), the new path is taken with the larger offset.
+    store.set({ ...checkpoint('a', 10), path: '/var/log/pods/ns_p_u/c/0.log.20261207-120000' });
+    assert.equal(store.get('a')?.offset, 150);
+    assert.equal(store.get('a')?.path, '/var/log/pods/ns_p_u/c/0.log.20261207-120000');
+    assert.equal(store.regressions, 2);
+    await store.flush();
+    const reopened = await CheckpointStore.open(dir, silent);
+    assert.equal(reopened.get('a')?.offset, 150);
+    assert.equal(reopened.get('b')?.offset, 9);
   });
 
   it('forgets deleted entries on disk too', async () => {
@@ -65,7 +88,7 @@ describe('CheckpointStore', () => {
 
   it('refuses a file written by a newer agent instead of guessing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'logship-cp-'));
-    writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ version: 2, checkpoints: [] }));
+    writeFileSync(join(dir, CHECKPOINT_FILE), JSON.stringify({ version: CHECKPOINT_VERSION + 1, checkpoints: [] }));
     await assert.rejects(CheckpointStore.open(dir, silent), (e: unknown) => e instanceof CheckpointError && e.code === ErrorCode.CHECKPOINT_CORRUPT);
     assert.equal(existsSync(join(dir, CHECKPOINT_FILE)), true, 'the newer file is left untouched');
   });

@@ -313,8 +313,8 @@ describe('LineAssembler', () => {
       a.push(outP2);
       assert.equal(a.pendingStart(), errP.start);
       assert.deepEqual(a.flush(), [
-        entry(T1, 'stderr', 'err', errP.start, errP.end),
-        entry(T2, 'stdout', 'out-long', outP.start, outP2.end, [RecordFlag.TRUNCATED]),
+        entry(T1, 'stderr', 'err', errP.start, errP.end, [RecordFlag.PARTIAL]),
+        entry(T2, 'stdout', 'out-long', outP.start, outP2.end, [RecordFlag.TRUNCATED, RecordFlag.PARTIAL]),
       ]);
       assert.equal(a.pendingStart(), undefined);
       assert.deepEqual(a.flush(), []);
@@ -325,7 +325,27 @@ describe('LineAssembler', () => {
       const a = assembler();
       const p = file.line(cri(T1, 'stdout', 'P', ''));
       a.push(p);
-      assert.deepEqual(a.flush(), [entry(T1, 'stdout', '', p.start, p.end)]);
+      assert.deepEqual(a.flush(), [entry(T1, 'stdout', '', p.start, p.end, [RecordFlag.PARTIAL])]);
+    });
+
+    it('ships a split line whose last chunk is overdue flagged partial, and its late rest flagged partial too', () => {
+      const file = new FakeFile();
+      let now = 1_000;
+      const a = new LineAssembler({ format: 'cri', maxLineBytes: 1024, now: () => now });
+      const p1 = file.line(cri(T1, 'stdout', 'P', 'first half '));
+      const other = file.line(cri(T2, 'stderr', 'F', 'other stream'));
+      assert.deepEqual(a.push(p1), []);
+      assert.deepEqual(a.push(other), [entry(T2, 'stderr', 'other stream', other.start, other.end)]);
+      now = 5_000;
+      assert.deepEqual(a.flushStale(1_000), [], 'opened at 1000: not before 1000');
+      assert.equal(a.pendingStart(), p1.start, 'the checkpoint stays before it while it waits');
+      assert.deepEqual(a.flushStale(1_001), [entry(T1, 'stdout', 'first half ', p1.start, p1.end, [RecordFlag.PARTIAL])]);
+      assert.equal(a.pendingStart(), undefined, 'no longer holds the checkpoint back');
+      assert.equal(a.hasPending('stdout'), true, 'the rest must not take the fast path unflagged');
+      const rest = file.line(cri(T1, 'stdout', 'F', 'second half'));
+      assert.deepEqual(a.push(rest), [entry(T1, 'stdout', 'second half', rest.start, rest.end, [RecordFlag.PARTIAL])]);
+      const next = file.line(cri(T3, 'stdout', 'F', 'whole'));
+      assert.deepEqual(a.push(next), [entry(T3, 'stdout', 'whole', next.start, next.end)], 'the line after it is whole again');
     });
   });
 
