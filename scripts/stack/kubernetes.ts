@@ -60,7 +60,7 @@ export async function installKubernetes(paths: StackPaths): Promise<boolean> {
 }
 
 /** Stamps the version kube-apiserver reports (a plain `go build` would say v0.0.0). */
-function versionLdflags(): string {
+export function versionLdflags(): string {
   const [major, minor] = VERSIONS.kubernetes.replace(/^v/, '').split('.');
   const pkg = 'k8s.io/component-base/version';
   return [`-X ${pkg}.gitVersion=${VERSIONS.kubernetes}`, `-X ${pkg}.gitMajor=${major ?? ''}`, `-X ${pkg}.gitMinor=${minor ?? ''}`, `-X ${pkg}.gitTreeState=clean`].join(' ');
@@ -123,9 +123,10 @@ export async function startApiServer(paths: StackPaths): Promise<void> {
       `--service-account-key-file=${join(pki, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
-      // Without a controller-manager no "default" ServiceAccount is ever created; the admission
-      // plugin that requires it would reject every pod. Tokens still work (TokenRequest API).
-      '--disable-admission-plugins=ServiceAccount',
+      // Without a controller-manager (the node's, scripts/stack/node.ts) no "default" ServiceAccount is
+      // ever created; the admission plugin that requires it would reject every pod. Tokens still work
+      // (TokenRequest API). Once the node is installed, the plugin is on.
+      ...(existsSync(join(paths.bin, `kube-controller-manager-${VERSIONS.kubernetes}`)) ? [] : ['--disable-admission-plugins=ServiceAccount']),
       // The "kubernetes" Service endpoint would be the loopback address, which Endpoints reject.
       '--endpoint-reconciler-type=none',
       '--profiling=false',

@@ -21,6 +21,11 @@ export const PORTS = {
   etcdClient: 12379,
   etcdPeer: 12380,
   kubeApiserver: 16443,
+  /** The node (scripts/stack/node.ts): kubelet API and health, controller-manager and scheduler health. */
+  kubelet: 16250,
+  kubeletHealthz: 16248,
+  kubeControllerManager: 16257,
+  kubeScheduler: 16259,
 } as const;
 
 export const HOST = '127.0.0.1';
