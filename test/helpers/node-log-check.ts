@@ -201,7 +201,11 @@ export function judgeKillRun(writer: NodeLogWriter, tally: LineTally, runs: read
       verdict.lostWhileOnDisk.push(line);
       continue;
     }
-    const excused = killed.some((r) => line.writtenAtMs < r.killedAtMs && deletedAt < nextReady(r.killedAtMs) + options.graceMs);
+    // Lost to an outage: written before an agent was killed, or while none was up, and deleted before the next one was up.
+    const excused = killed.some((r) => {
+      const back = nextReady(r.killedAtMs);
+      return (line.writtenAtMs < r.killedAtMs || (deletedAt >= r.killedAtMs && line.writtenAtMs < back)) && deletedAt < back + options.graceMs;
+    });
     if (!excused) {
       verdict.lostWhileUp.push(line);
       continue;

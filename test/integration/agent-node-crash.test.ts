@@ -16,7 +16,7 @@
  *   logship_agent_lost_bytes_total is the sum of the ranges it logged.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -147,6 +147,9 @@ describe('agent: kill -9 ten times on a rotating node log tree (real Kafka)', ()
         `lost_bytes_total per run ${runs.map((r) => r.lostMetric).join(',')}`,
     );
 
+    // TEST_DUMP_AGENT_LOGS=<prefix> keeps each agent's log as <prefix>.<run> (never a LOGSHIP_ variable: the agent reads those).
+    const dumpTo = process.env.TEST_DUMP_AGENT_LOGS;
+    if (dumpTo !== undefined) for (const [i, run] of runs.entries()) writeFileSync(`${dumpTo}.${i}`, run.logs);
     if (tally.mismatched > 0) t.diagnostic(`altered records, e.g.:\n${tally.mismatchExamples.join('\n')}`);
     assert.equal(verdict.lostWhileOnDisk.length, 0, `${verdict.lostWhileOnDisk.length} lines on disk (in some form) when an agent started, or at the end, never reached Kafka:\n${describeMissing(writer, verdict.lostWhileOnDisk)}`);
     assert.equal(verdict.lostWhileUp.length, 0, `${verdict.lostWhileUp.length} lines of files deleted while an agent was up (and not killed before the next start) never reached Kafka:\n${describeMissing(writer, verdict.lostWhileUp)}`);
