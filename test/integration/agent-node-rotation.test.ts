@@ -90,7 +90,6 @@ describe('agent on a kubelet/containerd node log tree (real Kafka)', () => {
     assert.equal(missing.length, 0, `${missing.length} of ${written} lines never reached Kafka:\n${describeMissing(writer, missing)}`);
     assert.equal(tally.mismatched, 0, `records with another message or stream than written:\n${tally.mismatchExamples.join('\n')}`);
     assert.equal(tally.unknown, 0, `records that are no written line (pieces of a long line?):\n${tally.unknownExamples.join('\n')}`);
-    if (tally.duplicates() > 0 && process.env.TEST_DUMP_AGENT_LOGS) (await import('node:fs')).writeFileSync(process.env.LOGSHIP_TEST_DUMP_LOGS, agent.logs());
     assert.equal(tally.duplicates(), 0, `without a crash, no line is shipped twice:\n${describeDuplicates(writer, tally)}`);
     assert.equal(lost, 0, 'nothing was deleted before it was read');
     assert.equal(await agent.stop(), 0, 'the agent stops cleanly on SIGTERM');
