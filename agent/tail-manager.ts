@@ -284,8 +284,9 @@ export class TailManager {
       const code = (error as NodeJS.ErrnoException).code;
       const reason: ErrorReason =
         code === 'EACCES' || code === 'EPERM' ? 'permission_denied' : code === 'ELOOP' || code === 'ENOTREG' ? 'not_regular' : code === 'ENOENT' ? 'file_vanished' : 'file_open';
-      // Not retried sooner than a rescan; a permission fixed later is picked up then.
-      this.failed.set(path, Date.now() + this.options.rescanIntervalMs - 1);
+      // Not retried sooner than a rescan; a permission fixed later is picked up then. A file gone
+      // between a look and the open (a rotation) is looked for again at the next poll.
+      if (code !== 'ENOENT') this.failed.set(path, Date.now() + this.options.rescanIntervalMs - 1);
       this.hooks.onError(reason, error, { path });
       this.openWaiting();
       return;
@@ -702,7 +703,10 @@ export class TailManager {
         return undefined;
       });
       if (current !== undefined) {
-        if (current.isFile()) await this.track(path, false);
+        if (!current.isFile()) continue;
+        await this.track(path, false);
+        // Nothing was open at the path: incarnations may have come and gone meanwhile.
+        if (this.active.has(path)) await this.reconcile(dirname(path));
         continue;
       }
       if (code === 'ENOENT' && (await stat(dirname(path)).catch(() => undefined)) === undefined) {
