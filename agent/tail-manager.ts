@@ -416,8 +416,9 @@ export class TailManager {
     for (const entry of missing) {
       if (again.has(entry.fingerprint)) continue;
       this.checkpoints.delete(entry.key);
-      const size = entry.size ?? entry.offset;
-      if (entry.done !== true && size > entry.offset) this.lose('deleted_before_read', entry.path, entry.path, entry.offset, size);
+      // Not read to its end: what it held past the checkpoint is lost, as far as the agent saw it grow
+      // (possibly nothing: a file that grew after the agent stopped has an end nobody can know).
+      if (entry.done !== true) this.lose('deleted_before_read', entry.path, entry.path, entry.offset, Math.max(entry.offset, entry.size ?? entry.offset));
     }
   }
 

@@ -102,7 +102,7 @@ describe('agent tailing: rotation, compression and restarts (real files)', () =>
     expectOnce(harness, [...names('a', 0, 10), ...names('b', 0, 20), ...names('c', 0, 5)]);
   });
 
-  it('does not invent a loss for a pruned file it had read as far as it ever saw (what came later is unknowable)', async () => {
+  it('reports a pruned file it had read as far as it ever saw from where it stopped, counting no byte (what came later is unknowable)', async () => {
     const root = makeRoot();
     const { dir } = podDir(root, 'ns', 'pod', UID, 'app');
     const live = join(dir, '0.log');
@@ -120,8 +120,10 @@ describe('agent tailing: rotation, compression and restarts (real files)', () =>
     const second = await started(new TailHarness(root, first.stateDir));
     await second.waitForRecords(3);
     expectOnce(second, names('b', 0, 3));
-    // The agent saw the file at `shippedBytes` bytes; what was written after it stopped is unknowable.
-    assert.deepEqual(second.losses, []);
+    // The agent saw the file at `shippedBytes` bytes; what was written after it stopped is unknowable:
+    // the loss is logged from where it stopped, and counts no byte.
+    await waitFor('the loss report', () => second.losses.length > 0, 5_000, 20);
+    assert.deepEqual(second.losses, [{ reason: 'deleted_before_read', bytes: 0, path: live, source: live, fromOffset: shippedBytes, toOffset: shippedBytes }]);
     assert.ok(shippedBytes > 0);
   });
 
