@@ -206,7 +206,7 @@ export class TailedFile {
   /** Takes `identity` and starts reading at `offset` (consumedOffset is the caller's to set). */
   private adopt(identity: FileIdentity, offset: number): void {
     this.identity = identity;
-    this.eventIdPrefix = fileEventIdPrefix(this.env.settings.cluster, this.env.settings.node, identity.key);
+    this.eventIdPrefix = fileEventIdPrefix(this.env.settings.cluster, this.env.settings.node, this.path, identity.fingerprint);
     this.readOffset = offset;
     if (this.knownSize < offset) this.knownSize = offset;
   }
