@@ -36,6 +36,12 @@ export const agentConfigSchema = z
     files: z
       .strictObject({
         root: z.string().default('/var/log/pods').describe('Folder holding `<namespace>_<pod>_<uid>/<container>/<n>.log`.'),
+        containerLinksRoot: z
+          .string()
+          .default('/var/log/containers')
+          .describe(
+            "The kubelet's folder of `<pod>_<namespace>_<container>-<id>.log` symlinks into root, read (never written) to give a container's first lines its id before the pod's status has it. Empty: lines wait for the status.",
+          ),
         include: z.array(z.string()).default([]).describe('Globs (relative to root) of files to tail; empty means all.'),
         exclude: z.array(z.string()).default([]).describe('Globs (relative to root) of files never to tail.'),
         namespaces: z

@@ -18,6 +18,7 @@ import { AgentProducer } from './kafka-producer.js';
 import { MessageBuilder } from './message-builder.js';
 import { AgentMetrics } from './metrics.js';
 import { MULTILINE_PRESETS, type MultilineOptions, type MultilinePreset } from './multiline.js';
+import { ContainerLinkIndex } from './container-links.js';
 import { ANNOTATION_MULTILINE, PodMetadataCache, PodMetadataStore, type MetadataLookup } from './pod-metadata.js';
 import type { PodLogPath } from './pod-path.js';
 import { TailManager } from './tail-manager.js';
@@ -52,6 +53,10 @@ export async function startAgent(config: AgentConfig, logger: Logger, shutdown: 
       cluster: config.cluster,
       deletedPodGraceMs: config.kubernetes.deletedPodGraceMs,
       logger: logger.child({ component: 'pod-metadata' }),
+      containerLinks:
+        config.files.containerLinksRoot === ''
+          ? undefined
+          : new ContainerLinkIndex({ dir: config.files.containerLinksRoot, logger: logger.child({ component: 'container-links' }) }),
     });
     const store = podStore;
     lookupMetadata = (path) => store.lookup(path);

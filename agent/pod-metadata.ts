@@ -20,6 +20,7 @@ import type { KubeClients } from '../shared/kube.js';
 import { RateLimitedLog, type Logger } from '../shared/logger.js';
 import { KubernetesField, type KubernetesMetadata } from '../shared/record.js';
 import { abortableSleep, backoffDelayMs, type BackoffOptions } from '../shared/retry.js';
+import type { ContainerLinkIndex } from './container-links.js';
 import type { PodLogPath } from './pod-path.js';
 
 /** `"true"` on a pod: none of its lines are shipped. */
@@ -50,6 +51,8 @@ const WATCH_STALL_MARGIN_MS = 60_000;
 export const MIN_CLEAN_WATCH_MS = 1000;
 /** Bounds of the per-pod memo of metadata per container, and of the memo of fallbacks (pods the cache does not know). */
 const MAX_CONTAINERS_PER_POD = 64;
+/** Container instances (restart counts) whose id a pod entry remembers per container, newest first. */
+const MAX_INSTANCES_PER_CONTAINER = 8;
 const MAX_FALLBACK_PODS = 1024;
 
 export type WatchedResource = 'pods' | 'namespaces';
@@ -66,6 +69,8 @@ export interface PodMetadataOptions {
   backoff?: { initialDelayMs: number; maxDelayMs: number };
   /** Upper bound of cached pods; beyond it the oldest deleted pods are evicted before their grace period ends. */
   maxCachedPods?: number;
+  /** The kubelet's `/var/log/containers` symlinks: container ids before the pod's status has them. */
+  containerLinks?: ContainerLinkIndex;
 }
 
 export interface MetadataHit {
@@ -139,7 +144,8 @@ const EMPTY_LABELS: Labels = Object.freeze({});
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 interface ContainerInfo {
-  containerId: string | undefined;
+  /** Container id (with runtime prefix) per restart count: the `<n>` of the `<n>.log` the instance writes. */
+  ids: ReadonlyMap<number, string>;
   image: string | undefined;
 }
 
@@ -155,8 +161,11 @@ interface PodEntry {
   readonly excludedContainers: ReadonlySet<string>;
   /** When the pod was deleted (or missing from a relist); undefined while it exists. */
   deletedAt: number | undefined;
-  /** Built once per container and reused for every line; cleared when the pod or its namespace's labels change. */
-  readonly hits: Map<string, MetadataHit>;
+  /**
+   * Built once per container instance (name, then restart count) and reused for every line; cleared when
+   * the pod or its namespace's labels change.
+   */
+  readonly hits: Map<string, Map<number, MetadataHit>>;
 }
 
 interface NamespaceEntry {
@@ -170,6 +179,8 @@ export interface PodMetadataCacheOptions {
   deletedPodGraceMs: number;
   maxCachedPods?: number;
   now?: () => number;
+  /** Container ids from the kubelet's symlinks, for files whose instance the pod's status does not name yet. */
+  containerLinks?: ContainerLinkIndex;
 }
 
 /**
@@ -183,6 +194,8 @@ export class PodMetadataCache {
   private readonly now: () => number;
   private readonly graceMs: number;
   private readonly maxPods: number;
+  /** `containerd://` or the like, learned from the pods' statuses (one runtime per node). */
+  private runtimePrefix: string | undefined;
 
   constructor(private readonly options: PodMetadataCacheOptions) {
     this.now = options.now ?? Date.now;
@@ -202,11 +215,30 @@ export class PodMetadataCache {
   lookup(path: PodLogPath): MetadataLookup {
     const entry = this.livePod(path.podUid);
     if (entry === undefined) return this.fallback(path);
-    const hit = entry.hits.get(path.container);
-    if (hit !== undefined) return hit;
-    const built = this.buildHit(entry, path.container);
-    if (entry.hits.size < MAX_CONTAINERS_PER_POD) entry.hits.set(path.container, built);
+    let instances = entry.hits.get(path.container);
+    const hit = instances?.get(path.restartCount);
+    if (hit !== undefined && (hit.metadata[KubernetesField.CONTAINER_ID] !== undefined || this.options.containerLinks === undefined)) return hit;
+    const containerId = entry.containers.get(path.container)?.ids.get(path.restartCount) ?? this.linkedContainerId(path);
+    // A hit without id stays the same object (one record writer per file) until an id is found.
+    if (hit !== undefined && containerId === undefined) return hit;
+    const built = this.buildHit(entry, path.container, containerId);
+    if (instances === undefined && entry.hits.size < MAX_CONTAINERS_PER_POD) {
+      instances = new Map();
+      entry.hits.set(path.container, instances);
+    }
+    if (instances !== undefined) {
+      if (instances.size >= MAX_INSTANCES_PER_CONTAINER && !instances.has(path.restartCount)) instances.clear();
+      instances.set(path.restartCount, built);
+    }
     return built;
+  }
+
+  /** The id the kubelet's symlink gives the file's container instance, with the node's runtime prefix. */
+  private linkedContainerId(path: PodLogPath): string | undefined {
+    const links = this.options.containerLinks;
+    if (links === undefined || this.runtimePrefix === undefined) return undefined;
+    const id = links.containerIdFor(path);
+    return id === undefined ? undefined : this.runtimePrefix + id;
   }
 
   annotation(podUid: string, key: string): string | undefined {
@@ -308,6 +340,8 @@ export class PodMetadataCache {
 
     const allAnnotations = meta.annotations ?? {};
     const previous = this.pods.get(uid);
+    const containers = containersOf(pod, previous?.containers);
+    if (this.runtimePrefix === undefined) this.runtimePrefix = runtimePrefixOf(containers);
     this.pods.set(uid, {
       uid,
       namespace,
@@ -315,7 +349,7 @@ export class PodMetadataCache {
       node,
       labels: copyLabels(meta.labels),
       annotations: copyLabels(allAnnotations, OMITTED_ANNOTATIONS),
-      containers: containersOf(pod),
+      containers,
       excludedPod: allAnnotations[ANNOTATION_EXCLUDE]?.trim().toLowerCase() === 'true',
       excludedContainers: parseContainerList(allAnnotations[ANNOTATION_EXCLUDE_CONTAINERS]),
       // A pod seen again (a stale list served from the watch cache) exists until told otherwise.
@@ -355,7 +389,7 @@ export class PodMetadataCache {
     }
   }
 
-  private buildHit(entry: PodEntry, container: string): MetadataHit {
+  private buildHit(entry: PodEntry, container: string, containerId: string | undefined): MetadataHit {
     const info = entry.containers.get(container);
     const metadata: KubernetesMetadata = Object.freeze({
       [KubernetesField.CLUSTER]: this.options.cluster,
@@ -364,7 +398,7 @@ export class PodMetadataCache {
       [KubernetesField.POD]: entry.name,
       [KubernetesField.POD_UID]: entry.uid,
       [KubernetesField.CONTAINER]: container,
-      [KubernetesField.CONTAINER_ID]: info?.containerId,
+      [KubernetesField.CONTAINER_ID]: containerId,
       [KubernetesField.IMAGE]: info?.image,
       [KubernetesField.LABELS]: entry.labels,
       [KubernetesField.ANNOTATIONS]: entry.annotations,
@@ -427,23 +461,70 @@ function parseContainerList(value: string | undefined): ReadonlySet<string> {
   );
 }
 
-/** Image and container id per container name, across init, regular and ephemeral containers. */
-function containersOf(pod: V1Pod): Map<string, ContainerInfo> {
+/** What one entry of `status.*ContainerStatuses[]` holds that {@link containerIdsOf} reads. */
+export interface ContainerStatusIds {
+  restartCount?: number;
+  containerID?: string;
+  lastState?: { terminated?: { containerID?: string } };
+}
+
+/**
+ * The container id of each instance of one container that a status names, by restart count (the `<n>`
+ * of the `<n>.log` the instance writes): `containerID` is the instance counted by `restartCount` (the
+ * running one, or the last one while the kubelet waits to restart it); `lastState.terminated` is the
+ * one before it when its id differs. An instance the status does not name gets no entry: never another
+ * instance's id.
+ */
+export function containerIdsOf(status: ContainerStatusIds): Map<number, string> {
+  const ids = new Map<number, string>();
+  const restart = status.restartCount;
+  if (typeof restart !== 'number' || !Number.isInteger(restart) || restart < 0) return ids;
+  const current = status.containerID || undefined;
+  const last = status.lastState?.terminated?.containerID || undefined;
+  if (current !== undefined) ids.set(restart, current);
+  // Without a current id, the terminated one cannot be placed with certainty.
+  if (current !== undefined && last !== undefined && last !== current && restart > 0) ids.set(restart - 1, last);
+  return ids;
+}
+
+/** `containerd://` of `containerd://abc…`: what the kubelet puts before the runtime's id. */
+export function runtimePrefixOf(containers: ReadonlyMap<string, ContainerInfo>): string | undefined {
+  for (const info of containers.values()) {
+    for (const id of info.ids.values()) {
+      const m = /^[a-z0-9][a-z0-9.+-]*:\/\//.exec(id);
+      if (m !== null) return m[0];
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Image and container ids per container name, across init, regular and ephemeral containers. Ids the
+ * previous state of the pod knew are kept (an instance's id never changes) for the newest few instances,
+ * so that a file still read after the status moved on keeps its id.
+ */
+function containersOf(pod: V1Pod, previous?: ReadonlyMap<string, ContainerInfo>): Map<string, ContainerInfo> {
   const containers = new Map<string, ContainerInfo>();
   const spec = pod.spec;
   for (const list of [spec?.initContainers, spec?.containers, spec?.ephemeralContainers]) {
-    for (const c of list ?? []) containers.set(c.name, { containerId: undefined, image: c.image || undefined });
+    for (const c of list ?? []) containers.set(c.name, { ids: previous?.get(c.name)?.ids ?? new Map(), image: c.image || undefined });
   }
   const status = pod.status;
   for (const list of [status?.initContainerStatuses, status?.containerStatuses, status?.ephemeralContainerStatuses]) {
     for (const s of list ?? []) {
       const known = containers.get(s.name);
-      // While a restarted container waits, the last one that ran is still the one whose file is read.
-      const containerId = s.containerID || s.lastState?.terminated?.containerID || undefined;
-      containers.set(s.name, { containerId, image: known?.image ?? (s.image || undefined) });
+      const ids = new Map(known?.ids ?? previous?.get(s.name)?.ids);
+      for (const [restart, id] of containerIdsOf(s)) ids.set(restart, id);
+      containers.set(s.name, { ids: newestInstances(ids), image: known?.image ?? (s.image || undefined) });
     }
   }
   return containers;
+}
+
+function newestInstances(ids: Map<number, string>): ReadonlyMap<number, string> {
+  if (ids.size <= MAX_INSTANCES_PER_CONTAINER) return ids;
+  const kept = [...ids].sort((a, b) => b[0] - a[0]).slice(0, MAX_INSTANCES_PER_CONTAINER);
+  return new Map(kept);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -498,6 +579,7 @@ export class PodMetadataStore {
       deletedPodGraceMs: options.deletedPodGraceMs,
       maxCachedPods: options.maxCachedPods,
       now: this.now,
+      containerLinks: options.containerLinks,
     });
     this.firstSync = new Promise((resolve) => {
       this.resolveFirstSync = resolve;

@@ -43,3 +43,42 @@ export function parsePodLogPath(file: string, root: string): PodLogPath | undefi
 
   return { namespace, pod, podUid, container, restartCount: Number(restart[1]), file };
 }
+
+/** What the name of a kubelet symlink in `/var/log/containers` tells. */
+export interface ContainerLinkName {
+  /** `<pod>_<namespace>_<container>`, as the kubelet joined them (names hold no `_`). */
+  pod: string;
+  namespace: string;
+  container: string;
+  /** The runtime's container id, without the runtime prefix (`containerd://`). */
+  containerId: string;
+}
+
+/** Container ids of CRI runtimes (containerd, CRI-O) are 64 lowercase hex digits. */
+const CONTAINER_LINK_NAME = /^([^_/]+)_([^_/]+)_([^/]+)-([0-9a-f]{64})\.log$/;
+
+/**
+ * Parses `<pod>_<namespace>_<container>-<containerId>.log`, the symlink the kubelet creates in
+ * `/var/log/containers` right after it starts a container. Undefined for anything else, including a
+ * name the kubelet cut at 255 characters (its id would be incomplete).
+ */
+export function parseContainerLinkName(name: string): ContainerLinkName | undefined {
+  const m = CONTAINER_LINK_NAME.exec(name);
+  if (m === null) return undefined;
+  const [, pod, namespace, container, containerId] = m;
+  if (!pod || !namespace || !container || !containerId) return undefined;
+  return { pod, namespace, container, containerId };
+}
+
+/**
+ * The part of a pod log path that names one container instance's file:
+ * `<namespace>_<pod>_<uid>/<container>/<n>.log`, whatever folder holds it. Undefined when the path
+ * has fewer parts or its last part is not `<n>.log`.
+ */
+export function instanceKeyOf(file: string): string | undefined {
+  const parts = file.split('/');
+  if (parts.length < 3) return undefined;
+  const [directory, container, name] = parts.slice(-3);
+  if (!directory || !container || name === undefined || !LOG_FILE_NAME.test(name)) return undefined;
+  return `${directory}/${container}/${name}`;
+}

@@ -12,6 +12,7 @@ import {
   type MetadataHit,
   type MetadataLookup,
 } from '../../../agent/pod-metadata.js';
+import { ContainerLinkIndex } from '../../../agent/container-links.js';
 import type { PodLogPath } from '../../../agent/pod-path.js';
 import { KubernetesField } from '../../../shared/record.js';
 
@@ -64,6 +65,10 @@ function path(uid: string, container = 'api', podName = `pod-${uid}`, ns = 'paym
   return { namespace: ns, pod: podName, podUid: uid, container, restartCount: 0, file: `/var/log/pods/${ns}_${podName}_${uid}/${container}/0.log` };
 }
 
+function instance(uid: string, container: string, restartCount: number): PodLogPath {
+  return { ...path(uid, container), restartCount, file: `/var/log/pods/payments_pod-${uid}_${uid}/${container}/${restartCount}.log` };
+}
+
 function setup(maxCachedPods?: number): { cache: PodMetadataCache; clock: { t: number } } {
   const clock = { t: 1_000_000 };
   const cache = new PodMetadataCache({ nodeName: NODE, cluster: CLUSTER, deletedPodGraceMs: GRACE_MS, maxCachedPods, now: () => clock.t });
@@ -113,13 +118,75 @@ describe('PodMetadataCache', () => {
     assert.deepEqual(after.metadata[KubernetesField.LABELS], { app: 'api', track: 'canary' });
   });
 
-  it('takes the previous container id while a restarted container waits, and init container images', () => {
+  it('gives no container id to an instance the status does not place with certainty, and init container images', () => {
     const { cache } = setup();
     cache.replacePods([pod({ uid: 'u1' })]);
-    assert.equal(hit(cache.lookup(path('u1', 'sidecar'))).metadata[KubernetesField.CONTAINER_ID], 'containerd://old-sidecar');
+    // restartCount 1, no current id, a terminated id: which instance ran it is not certain.
+    assert.equal(hit(cache.lookup(path('u1', 'sidecar'))).metadata[KubernetesField.CONTAINER_ID], undefined);
+    assert.equal(hit(cache.lookup(instance('u1', 'sidecar', 1))).metadata[KubernetesField.CONTAINER_ID], undefined);
     const init = hit(cache.lookup(path('u1', 'init'))).metadata;
     assert.equal(init[KubernetesField.IMAGE], 'registry.example/init:1');
     assert.equal(init[KubernetesField.CONTAINER_ID], undefined);
+  });
+
+  it('keys container ids by restart count: each <n>.log gets the id of the instance that writes it', () => {
+    const { cache } = setup();
+    const restarted = (restartCount: number, current: string, last?: string): V1Pod => {
+      const p = pod({ uid: 'u1' });
+      p.status = {
+        containerStatuses: [
+          { name: 'api', containerID: current, image: 'registry.example/api:2', imageID: '', ready: true, restartCount, ...(last ? { lastState: { terminated: { containerID: last, exitCode: 1 } } } : {}) },
+        ],
+      };
+      return p;
+    };
+    cache.replacePods([restarted(0, 'containerd://i0')]);
+    const id = (n: number): unknown => hit(cache.lookup(instance('u1', 'api', n))).metadata[KubernetesField.CONTAINER_ID];
+    assert.equal(id(0), 'containerd://i0');
+    // 1.log appears before the status names its instance: no id rather than the first instance's.
+    assert.equal(id(1), undefined);
+    cache.applyPod('MODIFIED', restarted(1, 'containerd://i1', 'containerd://i0'));
+    assert.deepEqual([id(0), id(1), id(2)], ['containerd://i0', 'containerd://i1', undefined]);
+    // CrashLoopBackOff: the status names the instance that ended, as current and as last state.
+    cache.applyPod('MODIFIED', restarted(2, 'containerd://i2', 'containerd://i2'));
+    assert.deepEqual([id(1), id(2), id(3)], ['containerd://i1', 'containerd://i2', undefined]);
+    // Instances the status no longer names keep the id learned earlier.
+    cache.applyPod('MODIFIED', restarted(3, 'containerd://i3', 'containerd://i2'));
+    assert.deepEqual([id(0), id(1), id(2), id(3)], ['containerd://i0', 'containerd://i1', 'containerd://i2', 'containerd://i3']);
+  });
+
+  it('takes the id from the kubelet symlink while the status does not name the instance, with the node runtime prefix', () => {
+    const clock = { t: 1_000_000 };
+    const hex = (c: string): string => c.repeat(64);
+    let names = [`pod-u1_payments_api-${hex('a')}.log`];
+    const targets = new Map([
+      [`pod-u1_payments_api-${hex('a')}.log`, '/var/log/pods/payments_pod-u1_u1/api/0.log'],
+      [`pod-u1_payments_api-${hex('b')}.log`, '/var/log/pods/payments_pod-u1_u1/api/1.log'],
+    ]);
+    let listings = 0;
+    const links = new ContainerLinkIndex({
+      dir: '/var/log/containers',
+      now: () => clock.t,
+      minRescanMs: 200,
+      readdir: () => (listings++, names),
+      readlink: (p) => targets.get(p.slice('/var/log/containers/'.length)) ?? '',
+    });
+    const cache = new PodMetadataCache({ nodeName: NODE, cluster: CLUSTER, deletedPodGraceMs: GRACE_MS, now: () => clock.t, containerLinks: links });
+    const p = pod({ uid: 'u1' });
+    p.status = { containerStatuses: [{ name: 'sidecar', containerID: 'containerd://side', image: '', imageID: '', ready: true, restartCount: 0 }] };
+    cache.replacePods([p]);
+    const api0 = hit(cache.lookup(instance('u1', 'api', 0)));
+    assert.equal(api0.metadata[KubernetesField.CONTAINER_ID], `containerd://${hex('a')}`);
+    // 1.log has no symlink yet: no id, and the folder is not listed again within 200 ms.
+    const api1 = hit(cache.lookup(instance('u1', 'api', 1)));
+    assert.equal(api1.metadata[KubernetesField.CONTAINER_ID], undefined);
+    const before = listings;
+    names = [...targets.keys()];
+    assert.equal(cache.lookup(instance('u1', 'api', 1)), api1, 'the same hit object while the id is unknown');
+    assert.equal(listings, before);
+    clock.t += 200;
+    assert.equal(hit(cache.lookup(instance('u1', 'api', 1))).metadata[KubernetesField.CONTAINER_ID], `containerd://${hex('b')}`);
+    assert.equal(hit(cache.lookup(instance('u1', 'api', 0))), api0, 'a hit with an id is reused');
   });
 
   it('answers an unknown pod with a reused fallback built from the path only', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parsePodLogPath } from '../../../agent/pod-path.js';
+import { instanceKeyOf, parseContainerLinkName, parsePodLogPath } from '../../../agent/pod-path.js';
 
 const ROOT = '/var/log/pods';
 const UID = '7f3c1e2a-9b4d-4c8e-a1f0-2d6e8b9c0a11';
@@ -50,5 +50,39 @@ describe('parsePodLogPath', () => {
       ROOT,
     ];
     for (const file of cases) assert.equal(parsePodLogPath(file, ROOT), undefined, file);
+  });
+});
+
+describe('parseContainerLinkName', () => {
+  const id = '0123456789abcdef'.repeat(4);
+
+  it('reads pod, namespace, container and the id without runtime prefix', () => {
+    assert.deepEqual(parseContainerLinkName(`web-7d4b9c-x2x.z_payments_app-server-${id}.log`), {
+      pod: 'web-7d4b9c-x2x.z',
+      namespace: 'payments',
+      container: 'app-server',
+      containerId: id,
+    });
+  });
+
+  it('rejects names that are not whole kubelet symlink names', () => {
+    const cases = [
+      `web_payments_app-${id.slice(1)}.log`, // cut at 255 characters by the kubelet: incomplete id
+      `web_payments_app-${id.toUpperCase()}.log`,
+      `web_payments_app-${id}.log.1`,
+      `web_app-${id}.log`,
+      `web_payments_app_${id}.log`,
+      'README',
+    ];
+    for (const name of cases) assert.equal(parseContainerLinkName(name), undefined, name);
+  });
+});
+
+describe('instanceKeyOf', () => {
+  it('keeps the last three parts of a pod log path whatever folder holds it', () => {
+    assert.equal(instanceKeyOf(`/var/log/pods/payments_web_${UID}/app/3.log`), `payments_web_${UID}/app/3.log`);
+    assert.equal(instanceKeyOf(`/host/var/log/pods/payments_web_${UID}/app/0.log`), `payments_web_${UID}/app/0.log`);
+    assert.equal(instanceKeyOf(`/var/log/pods/payments_web_${UID}/app/0.log.20261122-041719`), undefined);
+    assert.equal(instanceKeyOf('0.log'), undefined);
   });
 });
