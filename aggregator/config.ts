@@ -98,6 +98,14 @@ export const aggregatorConfigSchema = z
       })
       .prefault({})
       .describe('Record handling and memory.'),
+    replayDetection: z
+      .strictObject({
+        enabled: z.boolean().default(true).describe('Drop records a sink already wrote when a producer sends them again (an agent restarted from its checkpoint), counted in `logship_aggregator_replays_dropped_total`. Recognised by the agent\'s `event_id` (file and byte offset); records of other producers are never dropped.'),
+        forgetAfterMs: z.number().int().min(60_000).default(86_400_000).describe('A file (and stream) not seen for this long is forgotten; a replay of it after that is written again. Keep it above the longest time an agent may be down.'),
+        maxOriginsPerPartition: z.number().int().min(16).max(100_000).default(4_096).describe('Files (times streams) remembered per topic-partition at most; beyond, the least recently seen are forgotten. Costs about 70 bytes each in every S3 state object and in memory.'),
+      })
+      .prefault({})
+      .describe('Replay detection (exactly-once rows across agent restarts).'),
     deadLetter: z
       .strictObject({
         topic: z.string().regex(/^[a-zA-Z0-9._-]+$/, 'a Kafka topic name').default('logship.deadletter').describe('Kafka topic receiving records that cannot be delivered, with the reason.'),
@@ -118,6 +126,20 @@ export const aggregatorConfigSchema = z
     c.sinks.forEach((sink, i) => {
       if (names.has(sink.name)) ctx.addIssue({ code: 'custom', path: ['sinks', i, 'name'], message: `duplicate sink name "${sink.name}"` });
       names.add(sink.name);
+    });
+    // Two S3 sinks writing the same keys would overwrite each other's objects.
+    const s3Targets = new Map<string, { index: number; name: string }>();
+    c.sinks.forEach((sink, i) => {
+      if (sink.s3 === undefined) return;
+      const target = `${sink.s3.connection.endpoint ?? ''}\u0000${sink.s3.bucket}\u0000${sink.s3.prefix}`;
+      const other = s3Targets.get(target);
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sinks', i, 's3', 'prefix'],
+          message: `sinks "${other.name}" (sinks[${other.index}]) and "${sink.name}" (sinks[${i}]) both write bucket "${sink.s3.bucket}" under prefix "${sink.s3.prefix}"; give each its own bucket or prefix`,
+        });
+      } else s3Targets.set(target, { index: i, name: sink.name });
     });
     const dlq = c.deadLetter.topic;
     if (c.kafka.topics.includes(dlq)) ctx.addIssue({ code: 'custom', path: ['deadLetter', 'topic'], message: 'the dead-letter topic must not be one of kafka.topics' });

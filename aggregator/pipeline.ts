@@ -19,6 +19,14 @@ import { decodeMessage, type PoisonRecord } from './record-decoder.js';
 import { recordFilter } from './routing.js';
 import type { Sink, SinkRecord } from './sink.js';
 import { SinkRunner } from './sink-runner.js';
+import type { ReplayLimits } from './replay-filter.js';
+import { TopicIds } from './topic-ids.js';
+
+/** What every sink may use besides its own settings. */
+interface SharedSinkDeps {
+  readonly replays?: ReplayLimits;
+  readonly topicId: (topic: string, signal: AbortSignal) => Promise<string | undefined>;
+}
 
 export interface RunningAggregator {
   readonly opsUrl: string;
@@ -34,8 +42,8 @@ const ERROR_LOG_INTERVAL_MS = 30_000;
  * The sink registry: one line per sink type. A sink's module (and its client library: the AWS SDK,
  * +21 MiB RSS; the Elasticsearch client, +30 MiB) is loaded only when a sink of its type is configured.
  */
-async function createSink(config: SinkConfig, logger: Logger): Promise<Sink> {
-  const deps = { logger: logger.child({ sink: config.name }) };
+async function createSink(config: SinkConfig, logger: Logger, shared: SharedSinkDeps): Promise<Sink> {
+  const deps = { logger: logger.child({ sink: config.name }), ...shared };
   if (config.type === 's3' && config.s3) return (await import('./sinks/s3-ndjson.js')).createS3NdjsonSink(config.name, config.s3, deps);
   if (config.type === 'elasticsearch' && config.elasticsearch) {
     return (await import('./sinks/elasticsearch.js')).createElasticsearchSink(config.name, config.elasticsearch, deps);
@@ -56,7 +64,24 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     logger.child({ component: 'dead-letter' }),
   );
 
-  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger)));
+  // Topic IDs (incarnations) are asked once per topic and generation: a topic deleted and created
+  // again between two rebalances shows its new ID after the next one.
+  const topicIds = new TopicIds(kafka);
+  let topicIdCache = new Map<string, Promise<string | undefined>>();
+  const topicId = (topic: string): Promise<string | undefined> => {
+    let id = topicIdCache.get(topic);
+    if (id === undefined) {
+      const cache = topicIdCache;
+      id = topicIds.fetch([topic]).then((ids) => ids.get(topic));
+      id.catch(() => cache.delete(topic)); // asked again at the next send
+      cache.set(topic, id);
+    }
+    return id;
+  };
+  const replays = config.replayDetection.enabled
+    ? { forgetAfterMs: config.replayDetection.forgetAfterMs, maxOriginsPerPartition: config.replayDetection.maxOriginsPerPartition }
+    : undefined;
+  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger, { topicId, ...(replays ? { replays } : {}) })));
   const runners = config.sinks.map((c, i) => {
     const defaults = BATCH_DEFAULTS[c.type];
     const sink = sinks[i];
@@ -102,6 +127,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     generationAbort.abort();
     generationAbort = new AbortController();
     tracker.clear();
+    topicIdCache = new Map();
     settled = Promise.all([settled, ...runners.map((r) => r.reset())]);
     logger.info({ reason, generation }, 'pipeline state reset; uncommitted records will be re-read');
   }
@@ -163,7 +189,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
       metrics.recordsIn.inc(records.length);
       metrics.bytesIn.inc(bytes);
       tracker.ingest(topic, partition, first.offset, endOffset, bytes, batch.highWatermark);
-      for (const runner of runners) runner.append(topic, partition, first.offset, endOffset, records);
+      for (const runner of runners) runner.append(topic, partition, first.offset, endOffset, records, batch.highWatermark);
       batch.resolveOffset(last.offset);
     }
     tracker.noteHighWatermark(topic, partition, batch.highWatermark);
@@ -218,6 +244,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
       await Promise.all(runners.map((r) => r.close()));
       await Promise.all(sinks.map((s) => s.close()));
       await deadLetters.close();
+      await topicIds.close();
     });
 
   const ops = await startOpsServer({
