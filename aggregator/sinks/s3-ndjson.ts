@@ -30,14 +30,17 @@
  * - it names the topic's incarnation (Kafka's topic ID): a state object of a topic deleted and created
  *   again, or one above the partition's high watermark, is discarded with a warning;
  * - it is written conditionally, `If-Match` the ETag read (`If-None-Match: *` when there was none), so
- *   a member that lost the partition while paused cannot move it: its write fails and it reads again.
+ *   a member that lost the partition while paused cannot move it: its write fails and it reads again;
+ * - before writing the objects of a batch with a cached state, the sink checks (HEAD, `If-Match`) that
+ *   the state object is still the one it last wrote, so such a member does not overwrite the new
+ *   owner's objects either. What remains is the time between that check and the objects' PUTs.
  *
  * The state is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
  */
 import { finished } from 'node:stream/promises';
 import { createGzip, type Gzip } from 'node:zlib';
-import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { BufferPool } from '../../shared/buffer-pool.js';
 import { AbortError, describeError, ErrorCode, isRetriable, SinkError } from '../../shared/errors.js';
@@ -144,8 +147,9 @@ class S3NdjsonSink implements Sink {
   async send(batch: Batch, signal: AbortSignal): Promise<SendResult> {
     const { topic, partition } = batch;
     let state: PartitionState;
+    let fresh: boolean;
     try {
-      state = await this.state(batch, signal);
+      ({ state, fresh } = await this.state(batch, signal));
     } catch (error) {
       return retryable(error, signal, `reading the state of ${topic}/${partition}`);
     }
@@ -165,6 +169,17 @@ class S3NdjsonSink implements Sink {
     // judges the same replays (see the comment at the top).
     if (groups.length === 0) return delivered;
 
+    if (!fresh) {
+      // A cached state may be stale: another member may own the partition now (this one paused past
+      // its session timeout). Its objects would overwrite the new owner's under the same keys, so
+      // check first that the state object is still the one this member last wrote.
+      try {
+        await this.checkUnchanged(topic, partition, state, signal);
+      } catch (error) {
+        if (error instanceof StateConflictError) this.release(topic, partition);
+        return retryable(error, signal, `checking the state of ${topic}/${partition}`);
+      }
+    }
     const failed = await this.writeGroups(groups, signal);
     if (failed.groups.length > 0) {
       // The whole batch again, rewriting the objects already written under the same keys: the state
@@ -276,12 +291,26 @@ class S3NdjsonSink implements Sink {
     }
   }
 
-  private async state(batch: Batch, signal: AbortSignal): Promise<PartitionState> {
+  private async state(batch: Batch, signal: AbortSignal): Promise<{ state: PartitionState; fresh: boolean }> {
     const id = markerId(batch.topic, batch.partition);
     const cached = this.states.get(id);
     const state = cached ?? (await this.readState(batch, signal));
     this.remember(id, state);
-    return state;
+    return { state, fresh: cached === undefined };
+  }
+
+  /** Throws {@link StateConflictError} when the state object is no longer the one `state` was read or written as. */
+  private async checkUnchanged(topic: string, partition: number, state: PartitionState, signal: AbortSignal): Promise<void> {
+    const key = this.stateKey(topic, partition);
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ...(state.etag === undefined ? {} : { IfMatch: state.etag }) }), { abortSignal: signal });
+      if (state.etag === undefined) throw new StateConflictError(key, new Error(`state object appeared (ETag ${String(head.ETag)})`));
+    } catch (error) {
+      if (error instanceof StateConflictError) throw error;
+      if (isNotFound(error) && state.etag === undefined) return;
+      if (isPreconditionFailed(error) || isNotFound(error)) throw new StateConflictError(key, error);
+      throw error;
+    }
   }
 
   /**
