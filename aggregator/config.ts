@@ -109,7 +109,9 @@ export const aggregatorConfigSchema = z
     deadLetter: z
       .strictObject({
         topic: z.string().regex(/^[a-zA-Z0-9._-]+$/, 'a Kafka topic name').default('logship.deadletter').describe('Kafka topic receiving records that cannot be delivered, with the reason.'),
-        maxRecordBytes: z.number().int().min(KIB).default(256 * KIB).describe('The original record kept in a dead letter is cut to this size (flagged `record_truncated`).'),
+        maxRecordBytes: z.number().int().min(KIB).default(256 * KIB).describe('The original record kept in a dead letter is cut to this size (flagged `record_truncated`), and further when the letter would not fit the topic\'s `max.message.bytes`.'),
+        maxRequestBytes: z.number().int().min(16 * KIB).default(1 * MIB).describe('Bytes of letters per produce request at most; lowered to the topic\'s `max.message.bytes` (read at start).'),
+        fallbackToS3: z.boolean().default(true).describe('Letters Kafka refuses for good (too large, not authorized) are written to the first S3 sink\'s bucket under `<prefix>/_deadletter/` and counted in `logship_aggregator_dead_letter_fallbacks_total`. Without an S3 sink, or when off, they are retried.'),
       })
       .prefault({})
       .describe('Dead-letter destination.'),

@@ -25,6 +25,7 @@ export class AggregatorMetrics {
   readonly flushSeconds: Histogram<'sink'>;
   readonly retries: Counter<'sink'>;
   readonly replaysDropped: Counter<'sink'>;
+  readonly deadLetterFallbacks: Counter;
   readonly sinkErrors: Counter<'sink' | 'result'>;
   readonly deadLetters: Counter<'reason' | 'sink'>;
   readonly endToEndDelay: Histogram<'sink'>;
@@ -62,6 +63,11 @@ export class AggregatorMetrics {
       registers,
     });
     this.retries = new Counter({ name: 'logship_aggregator_sink_retries_total', help: 'Sends retried after a retryable failure.', labelNames: ['sink'], registers });
+    this.deadLetterFallbacks = new Counter({
+      name: 'logship_aggregator_dead_letter_fallbacks_total',
+      help: 'Dead letters Kafka refused for good (too large, not authorized), written to the S3 fallback prefix instead.',
+      registers,
+    });
     this.replaysDropped = new Counter({
       name: 'logship_aggregator_replays_dropped_total',
       help: 'Records not written because the sink already wrote the same origin (file, stream) at that byte offset or later: a producer sent them again.',

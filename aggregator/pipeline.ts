@@ -12,7 +12,7 @@ import type { ShutdownCoordinator } from '../shared/shutdown.js';
 import { abortableSleep } from '../shared/retry.js';
 import { BATCH_DEFAULTS, type AggregatorConfig, type SinkConfig } from './config.js';
 import { LogConsumer, type FetchedBatch } from './consumer.js';
-import { DeadLetterQueue } from './dead-letter.js';
+import { DeadLetterQueue, type DeadLetterFallback } from './dead-letter.js';
 import { AggregatorMetrics } from './metrics.js';
 import { OffsetTracker } from './offset-tracker.js';
 import { decodeMessage, type PoisonRecord } from './record-decoder.js';
@@ -21,6 +21,13 @@ import type { Sink, SinkRecord } from './sink.js';
 import { SinkRunner } from './sink-runner.js';
 import type { ReplayLimits } from './replay-filter.js';
 import { TopicIds } from './topic-ids.js';
+
+/** The S3 prefix dead letters go to when Kafka refuses them for good: under the first S3 sink's prefix. */
+async function deadLetterFallback(config: AggregatorConfig): Promise<DeadLetterFallback | undefined> {
+  const s3 = config.deadLetter.fallbackToS3 ? config.sinks.find((s) => s.s3 !== undefined) : undefined;
+  if (s3?.s3 === undefined) return undefined;
+  return (await import('./dead-letter-s3.js')).createS3DeadLetterFallback(s3.s3, `sinks.${s3.name}.s3.connection`);
+}
 
 /** What every sink may use besides its own settings. */
 interface SharedSinkDeps {
@@ -60,8 +67,15 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
   const deadLetters = new DeadLetterQueue(
     kafka,
-    { topic: config.deadLetter.topic, maxRecordBytes: config.deadLetter.maxRecordBytes, retryInitialDelayMs: 200, retryMaxDelayMs: 10_000 },
+    {
+      topic: config.deadLetter.topic,
+      maxRecordBytes: config.deadLetter.maxRecordBytes,
+      maxRequestBytes: config.deadLetter.maxRequestBytes,
+      retryInitialDelayMs: 200,
+      retryMaxDelayMs: 10_000,
+    },
     logger.child({ component: 'dead-letter' }),
+    { fallback: await deadLetterFallback(config), onFallback: (letters) => metrics.deadLetterFallbacks.inc(letters) },
   );
 
   // Topic IDs (incarnations) are asked once per topic and generation: a topic deleted and created
@@ -174,11 +188,17 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
       }
       if (poison.length > 0) {
         // Written before the offsets are handed on: acknowledged offsets never hide a lost record.
+        // Heartbeats go on while it writes (retries included): the member keeps its partitions.
+        const heartbeats = setInterval(() => {
+          batch.heartbeat().catch(() => undefined);
+        }, config.kafka.heartbeatIntervalMs);
         try {
           await deadLetters.send(poison, generationAbort.signal);
         } catch (error) {
           if (superseded()) return;
           throw error;
+        } finally {
+          clearInterval(heartbeats);
         }
         for (const p of poison) metrics.deadLetters.inc({ reason: p.reason, sink: '' });
         errorLog.warn(`poison:${poison[0]?.reason ?? ''}`, { topic, partition, offset: poison[0]?.offset, count: poison.length, detail: poison[0]?.detail }, 'records that cannot be delivered sent to the dead letter');
