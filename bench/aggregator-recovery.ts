@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const s3 = testS3Client();
   const results: Record<string, unknown>[] = [];
   let n = 0;
-  let feeding = true;
+  const feeding = { on: true };
   const name = uniqueName('recovery');
   const topics: string[] = [];
   try {
@@ -65,10 +65,10 @@ async function main(): Promise<void> {
       const topic = `${name}.s${String(sessionTimeoutMs)}`;
       topics.push(topic);
       await producer.createTopics([{ topic, partitions: PARTITIONS }]);
-      feeding = true;
+      feeding.on = true;
       // A steady feed, ten sends a second, keyed by pod as the agent does.
       const feed = (async () => {
-        while (feeding) {
+        while (feeding.on) {
           const batch = Array.from({ length: Math.max(1, Math.round((RATE * TICK_MS) / 1000)) }, () => logRecord(n++, 'ns-rec', Date.now(), { pod: `pod-${String(n % 24)}` }));
           await producer.send(topic, batch, 1);
           await sleep(TICK_MS);
@@ -108,13 +108,13 @@ async function main(): Promise<void> {
         await replacement.opsUrl;
         members.push(replacement);
       }
-      feeding = false;
+      feeding.on = false;
       await feed;
       await Promise.all(members.map((m) => m.stop()));
       results.push({ session_timeout_ms: sessionTimeoutMs, heartbeat_interval_ms: heartbeatIntervalMs, recovery_seconds: recoveries });
     }
   } finally {
-    feeding = false;
+    feeding.on = false;
     await producer.deleteTopics([...topics, `${name}-deadletter`]).catch(() => undefined);
     await producer.close();
     await deleteS3Prefix(s3, name).catch(() => undefined);
