@@ -43,6 +43,11 @@ export interface RunningAggregator {
 /** Messages decoded and handed on per step; between steps, memory and rebalances are checked. */
 const CHUNK_MESSAGES = 256;
 const PAUSE_POLL_MS = 50;
+/**
+ * Memory a fetched message costs besides its value: kafkajs' decoded message (offset and timestamp
+ * strings, key, headers) and the pipeline's own objects, about half a KiB. Counted in the held bytes.
+ */
+const MESSAGE_OVERHEAD_BYTES = 512;
 const ERROR_LOG_INTERVAL_MS = 30_000;
 
 /**
@@ -208,7 +213,9 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
       metrics.messagesIn.inc(chunk.length);
       metrics.recordsIn.inc(records.length);
       metrics.bytesIn.inc(bytes);
-      tracker.ingest(topic, partition, first.offset, endOffset, bytes, batch.highWatermark);
+      // Held bytes count what a message costs in memory besides its value (kafkajs' message object,
+      // ours): with one record per message that doubles it, and fetching must pause sooner.
+      tracker.ingest(topic, partition, first.offset, endOffset, bytes + chunk.length * MESSAGE_OVERHEAD_BYTES, batch.highWatermark);
       for (const runner of runners) runner.append(topic, partition, first.offset, endOffset, records, batch.highWatermark);
       batch.resolveOffset(last.offset);
     }
