@@ -45,9 +45,10 @@ const CHUNK_MESSAGES = 256;
 const PAUSE_POLL_MS = 50;
 /**
  * Memory a fetched message costs besides its value: kafkajs' decoded message (offset and timestamp
- * strings, key, headers) and the pipeline's own objects, about half a KiB. Counted in the held bytes.
+ * strings, key, headers) and the pipeline's own objects. Counted in the held bytes: draining a backlog
+ * of one record per message peaked at 347 MiB RSS without it, 315 MiB at 512 and 309 MiB at 1 KiB.
  */
-const MESSAGE_OVERHEAD_BYTES = 512;
+const MESSAGE_OVERHEAD_BYTES = 1024;
 const ERROR_LOG_INTERVAL_MS = 30_000;
 
 /**
