@@ -32,8 +32,11 @@
  * - it is written conditionally, `If-Match` the ETag read (`If-None-Match: *` when there was none), so
  *   a member that lost the partition while paused cannot move it: its write fails and it reads again;
  * - before writing the objects of a batch with a cached state, the sink checks (HEAD, `If-Match`) that
- *   the state object is still the one it last wrote, so such a member does not overwrite the new
- *   owner's objects either. What remains is the time between that check and the objects' PUTs.
+ *   the state object is still the one it last wrote, so such a member does not start overwriting the
+ *   new owner's objects either. Not covered: a member paused after that check, while its object PUTs
+ *   are under way, completes them when it resumes (same keys, other batch boundaries: duplicates or
+ *   lost rows). Fencing them needs object writes that cannot replace another writer's object
+ *   (`If-None-Match: *` plus resuming after what an existing object holds), not done yet.
  *
  * The state is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
