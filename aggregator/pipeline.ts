@@ -32,6 +32,7 @@ async function deadLetterFallback(config: AggregatorConfig): Promise<DeadLetterF
 /** What every sink may use besides its own settings. */
 interface SharedSinkDeps {
   readonly replays?: ReplayLimits;
+  readonly membershipConfirmed: () => boolean;
   readonly topicId: (topic: string, signal: AbortSignal) => Promise<string | undefined>;
 }
 
@@ -101,7 +102,11 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   const replays = config.replayDetection.enabled
     ? { forgetAfterMs: config.replayDetection.forgetAfterMs, maxOriginsPerPartition: config.replayDetection.maxOriginsPerPartition }
     : undefined;
-  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger, { topicId, ...(replays ? { replays } : {}) })));
+  // A write is allowed while the group confirmed this member within the session timeout less two
+  // heartbeats: a member paused past it (and so possibly replaced) writes nothing once it resumes.
+  const membershipWindowMs = Math.max(config.kafka.heartbeatIntervalMs, config.kafka.sessionTimeoutMs - 2 * config.kafka.heartbeatIntervalMs);
+  const membershipConfirmed = (): boolean => consumer.confirmedWithin(membershipWindowMs);
+  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger, { topicId, membershipConfirmed, ...(replays ? { replays } : {}) })));
   const runners = config.sinks.map((c, i) => {
     const defaults = BATCH_DEFAULTS[c.type];
     const sink = sinks[i];

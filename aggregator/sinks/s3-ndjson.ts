@@ -33,10 +33,13 @@
  *   a member that lost the partition while paused cannot move it: its write fails and it reads again;
  * - before writing the objects of a batch with a cached state, the sink checks (HEAD, `If-Match`) that
  *   the state object is still the one it last wrote, so such a member does not start overwriting the
- *   new owner's objects either. Not covered: a member paused after that check, while its object PUTs
- *   are under way, completes them when it resumes (same keys, other batch boundaries: duplicates or
- *   lost rows). Fencing them needs object writes that cannot replace another writer's object
- *   (`If-None-Match: *` plus resuming after what an existing object holds), not done yet.
+ *   new owner's objects either;
+ * - each object and state write first asks whether the group confirmed this member lately
+ *   (`membershipConfirmed`): a member paused past its session timeout stops before its next write.
+ *   Not covered: a PUT already on the wire when the pause began lands when the member resumes (same
+ *   keys, other batch boundaries: duplicates or lost rows). Fencing that needs object writes that
+ *   cannot replace another writer's object (`If-None-Match: *` plus resuming after what an existing
+ *   object holds).
  *
  * The state is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
@@ -83,6 +86,11 @@ export interface S3SinkDeps {
   /** Replay detection's bounds; off when absent. */
   replays?: ReplayLimits;
   now?: () => number;
+  /**
+   * False when the consumer group has not confirmed this member lately (it may have been paused past
+   * its session timeout and replaced): objects and state are then not written (retried later).
+   */
+  membershipConfirmed?: () => boolean;
 }
 
 export function createS3NdjsonSink(name: string, options: S3SinkOptions, deps: S3SinkDeps): Sink {
@@ -257,7 +265,9 @@ class S3NdjsonSink implements Sink {
           continue;
         }
         try {
-          await this.writeObject(group.key, await gzipNdjson(group.records, this.options.gzipLevel), signal);
+          const body = await gzipNdjson(group.records, this.options.gzipLevel);
+          this.checkMembership();
+          await this.writeObject(group.key, body, signal);
         } catch (error) {
           failed.push(group);
           firstError ??= error;
@@ -385,6 +395,7 @@ class S3NdjsonSink implements Sink {
       replays.commit(highs, this.now(), this.deps.replays);
     }
     const body = JSON.stringify({ version: STATE_VERSION, sink: this.name, topic, partition, topicId: state.topicId, endOffset, origins: replays });
+    this.checkMembership();
     const key = this.stateKey(topic, partition);
     let etag: string | undefined;
     try {
@@ -404,6 +415,13 @@ class S3NdjsonSink implements Sink {
       throw error;
     }
     this.remember(id, { endOffset, etag, topicId: state.topicId, replays });
+  }
+
+  /** Throws a retryable error when the group has not confirmed this member lately. */
+  private checkMembership(): void {
+    if (this.deps.membershipConfirmed !== undefined && !this.deps.membershipConfirmed()) {
+      throw new SinkError('the consumer group has not confirmed this member lately (paused?); not writing until it does', { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+    }
   }
 
   private stateKey(topic: string, partition: number): string {
