@@ -32,23 +32,46 @@ interface InternalCluster {
   brokerPool: { seedBroker?: InternalBroker; versions?: ApiVersions };
 }
 
+/** kafkajs no longer has what this module uses (an upgrade): topic IDs are then unknown. */
+class InternalsChangedError extends Error {
+  constructor(what: string) {
+    super(`kafkajs internals changed: ${what} not found`);
+    this.name = 'InternalsChangedError';
+  }
+}
+
 function privateSymbol(target: object, description: string): symbol {
   for (let o: object | null = target; o !== null; o = Object.getPrototypeOf(o) as object | null) {
     const found = Object.getOwnPropertySymbols(o).find((s) => s.description === description);
     if (found !== undefined) return found;
   }
-  throw new Error(`kafkajs internals changed: ${description} not found`);
+  throw new InternalsChangedError(description);
 }
 
 export class TopicIds {
   private cluster: InternalCluster | undefined;
+  private unsupported = false;
   private connecting: Promise<InternalCluster> | undefined;
 
   constructor(private readonly kafka: Kafka) {}
 
-  /** The topic IDs of `topics` (absent: unknown topic, or a broker older than Kafka 2.8). */
+  /**
+   * The topic IDs of `topics` (absent: unknown topic, a broker older than Kafka 2.8, or a kafkajs whose
+   * internals this module no longer finds: then incarnations are unknown rather than every S3 write
+   * stalled). Network failures throw (the caller retries).
+   */
   async fetch(topics: readonly string[]): Promise<Map<string, string>> {
-    if (topics.length === 0) return new Map();
+    if (topics.length === 0 || this.unsupported) return new Map();
+    try {
+      return await this.fetchIds(topics);
+    } catch (error) {
+      if (!(error instanceof InternalsChangedError)) throw error;
+      this.unsupported = true;
+      return new Map();
+    }
+  }
+
+  private async fetchIds(topics: readonly string[]): Promise<Map<string, string>> {
     const cluster = await this.connect();
     const broker = cluster.brokerPool.seedBroker;
     if (broker === undefined) throw new Error('no broker connection');
@@ -61,7 +84,7 @@ export class TopicIds {
       response: { decode: (payload) => Promise.resolve(payload), parse: (payload) => Promise.resolve(parseResponse(payload)) },
     };
     const sender = (broker as Record<symbol, (r: ProtocolRequest) => Promise<Map<string, string>>>)[send];
-    if (sender === undefined) throw new Error('kafkajs internals changed: no sendRequest');
+    if (sender === undefined) throw new InternalsChangedError('sendRequest');
     return sender.call(broker, request);
   }
 
@@ -77,7 +100,7 @@ export class TopicIds {
     this.connecting ??= (async () => {
       const create = privateSymbol(this.kafka, 'private:Kafka:createCluster');
       const factory = (this.kafka as unknown as Record<symbol, (o: object) => InternalCluster>)[create];
-      if (factory === undefined) throw new Error('kafkajs internals changed: no createCluster');
+      if (factory === undefined) throw new InternalsChangedError('createCluster');
       const cluster = factory.call(this.kafka, { allowAutoTopicCreation: false });
       await cluster.connect();
       this.cluster = cluster;
