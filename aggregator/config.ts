@@ -76,9 +76,9 @@ export const aggregatorConfigSchema = z
           .describe('Regular expression of topics to consume, e.g. `^logs\\.`; topics created later that match are picked up without a restart.'),
         topicRefreshIntervalMs: z.number().int().min(100).default(30_000).describe('How often the broker\'s topic list is checked for new matching topics.'),
         fromBeginning: z.boolean().default(true).describe('Where a partition without a committed offset starts: the oldest retained message (true) or new messages only.'),
-        sessionTimeoutMs: z.number().int().min(1_000).default(30_000).describe('Time without heartbeat after which the group reassigns this member\'s partitions.'),
+        sessionTimeoutMs: z.number().int().min(1_000).default(10_000).describe('Time without heartbeat after which the group reassigns this member\'s partitions: how long the partitions of a member killed with `kill -9` (OOM) wait, since kafkajs has no static membership (measured: back to steady state 11-12 s after the kill at 10 s, 34 s at 30 s). The broker\'s `group.min.session.timeout.ms` (6 s by default) bounds it from below.'),
         rebalanceTimeoutMs: z.number().int().min(1_000).default(60_000).describe('Time members get to rejoin during a rebalance.'),
-        heartbeatIntervalMs: z.number().int().min(100).default(3_000).describe('Heartbeat interval; well below sessionTimeoutMs.'),
+        heartbeatIntervalMs: z.number().int().min(100).default(1_000).describe('Heartbeat interval; at most a third of sessionTimeoutMs.'),
         maxBytesPerPartition: z.number().int().min(KIB).default(256 * KIB).describe('Bytes fetched per partition per request at most. Counted compressed: gzip log batches inflate 10-20 times in memory.'),
         maxFetchBytes: z.number().int().min(KIB).default(1 * MIB).describe('Bytes fetched per request at most, counted compressed; a fetched response is inflated whole before its records are handed on, so this bounds memory next to records.maxInFlightBytes (1 MiB of gzip logs is ~20 MiB, ~40,000 records).'),
         maxWaitTimeMs: z.number().int().min(0).default(500).describe('How long a fetch waits on the broker for data.'),
@@ -98,10 +98,20 @@ export const aggregatorConfigSchema = z
       })
       .prefault({})
       .describe('Record handling and memory.'),
+    replayDetection: z
+      .strictObject({
+        enabled: z.boolean().default(true).describe('Drop records a sink already wrote when a producer sends them again (an agent restarted from its checkpoint), counted in `logship_aggregator_replays_dropped_total`. Recognised by the agent\'s `event_id` (file and byte offset); records of other producers are never dropped.'),
+        forgetAfterMs: z.number().int().min(60_000).default(86_400_000).describe('A file (and stream) not seen for this long is forgotten; a replay of it after that is written again. Keep it above the longest time an agent may be down.'),
+        maxOriginsPerPartition: z.number().int().min(16).max(100_000).default(4_096).describe('Files (times streams) remembered per topic-partition at most; beyond, the least recently seen are forgotten. Costs about 70 bytes each in every S3 state object and in memory.'),
+      })
+      .prefault({})
+      .describe('Replay detection (exactly-once rows across agent restarts).'),
     deadLetter: z
       .strictObject({
         topic: z.string().regex(/^[a-zA-Z0-9._-]+$/, 'a Kafka topic name').default('logship.deadletter').describe('Kafka topic receiving records that cannot be delivered, with the reason.'),
-        maxRecordBytes: z.number().int().min(KIB).default(256 * KIB).describe('The original record kept in a dead letter is cut to this size (flagged `record_truncated`).'),
+        maxRecordBytes: z.number().int().min(KIB).default(256 * KIB).describe('The original record kept in a dead letter is cut to this size (flagged `record_truncated`), and further when the letter would not fit the topic\'s `max.message.bytes`.'),
+        maxRequestBytes: z.number().int().min(16 * KIB).default(1 * MIB).describe('Bytes of letters per produce request at most; lowered to the topic\'s `max.message.bytes` (read at start).'),
+        fallbackToS3: z.boolean().default(true).describe('Letters Kafka refuses for good (too large, not authorized) are written to the first S3 sink\'s bucket under `<prefix>/_deadletter/` and counted in `logship_aggregator_dead_letter_fallbacks_total`. Without an S3 sink, or when off, they are retried.'),
       })
       .prefault({})
       .describe('Dead-letter destination.'),
@@ -118,6 +128,20 @@ export const aggregatorConfigSchema = z
     c.sinks.forEach((sink, i) => {
       if (names.has(sink.name)) ctx.addIssue({ code: 'custom', path: ['sinks', i, 'name'], message: `duplicate sink name "${sink.name}"` });
       names.add(sink.name);
+    });
+    // Two S3 sinks writing the same keys would overwrite each other's objects.
+    const s3Targets = new Map<string, { index: number; name: string }>();
+    c.sinks.forEach((sink, i) => {
+      if (sink.s3 === undefined) return;
+      const target = `${sink.s3.connection.endpoint ?? ''}\u0000${sink.s3.bucket}\u0000${sink.s3.prefix}`;
+      const other = s3Targets.get(target);
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sinks', i, 's3', 'prefix'],
+          message: `sinks "${other.name}" (sinks[${other.index}]) and "${sink.name}" (sinks[${i}]) both write bucket "${sink.s3.bucket}" under prefix "${sink.s3.prefix}"; give each its own bucket or prefix`,
+        });
+      } else s3Targets.set(target, { index: i, name: sink.name });
     });
     const dlq = c.deadLetter.topic;
     if (c.kafka.topics.includes(dlq)) ctx.addIssue({ code: 'custom', path: ['deadLetter', 'topic'], message: 'the dead-letter topic must not be one of kafka.topics' });

@@ -59,6 +59,8 @@ export class LogConsumer {
   private refreshing: Promise<void> = Promise.resolve();
   private stopped = false;
   private lastMissing = '';
+  /** When the group last confirmed this member (a heartbeat answered, a join): `performance.now()` ms. */
+  private confirmedAtMs = -Infinity;
 
   constructor(
     kafka: Kafka,
@@ -79,8 +81,12 @@ export class LogConsumer {
       retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 30_000 },
     });
     this.admin = kafka.admin();
-    const { GROUP_JOIN, REBALANCING, CRASH } = this.consumer.events;
+    const { GROUP_JOIN, REBALANCING, CRASH, HEARTBEAT } = this.consumer.events;
+    this.consumer.on(HEARTBEAT, () => {
+      this.confirmedAtMs = performance.now();
+    });
     this.consumer.on(GROUP_JOIN, (event) => {
+      this.confirmedAtMs = performance.now();
       this.handlers.onReset('group join');
       this.handlers.onAssignment(event.payload.memberAssignment);
       this.logger.info({ leader: event.payload.isLeader, assignment: event.payload.memberAssignment }, 'joined the consumer group');
@@ -92,6 +98,15 @@ export class LogConsumer {
       this.handlers.onReset('consumer crash');
       this.logger.error({ err: event.payload.error, restart: event.payload.restart }, 'consumer crashed');
     });
+  }
+
+  /**
+   * True when the group confirmed this member within the last `withinMs`. A member paused past its
+   * session timeout (and so possibly replaced) sees false as soon as it runs again, before any
+   * heartbeat tells it so.
+   */
+  confirmedWithin(withinMs: number): boolean {
+    return performance.now() - this.confirmedAtMs < withinMs;
   }
 
   get topics(): readonly string[] {

@@ -24,6 +24,8 @@ export class AggregatorMetrics {
   readonly batchBytes: Histogram<'sink'>;
   readonly flushSeconds: Histogram<'sink'>;
   readonly retries: Counter<'sink'>;
+  readonly replaysDropped: Counter<'sink'>;
+  readonly deadLetterFallbacks: Counter;
   readonly sinkErrors: Counter<'sink' | 'result'>;
   readonly deadLetters: Counter<'reason' | 'sink'>;
   readonly endToEndDelay: Histogram<'sink'>;
@@ -61,6 +63,17 @@ export class AggregatorMetrics {
       registers,
     });
     this.retries = new Counter({ name: 'logship_aggregator_sink_retries_total', help: 'Sends retried after a retryable failure.', labelNames: ['sink'], registers });
+    this.deadLetterFallbacks = new Counter({
+      name: 'logship_aggregator_dead_letter_fallbacks_total',
+      help: 'Dead letters Kafka refused for good (too large, not authorized), written to the S3 fallback prefix instead.',
+      registers,
+    });
+    this.replaysDropped = new Counter({
+      name: 'logship_aggregator_replays_dropped_total',
+      help: 'Records not written because the sink already wrote the same origin (file, stream) at that byte offset or later: a producer sent them again.',
+      labelNames: ['sink'],
+      registers,
+    });
     this.sinkErrors = new Counter({
       name: 'logship_aggregator_sink_errors_total',
       help: 'Failed sends by outcome: retryable (tried again) or rejected (the batch went to the dead letter).',
@@ -86,7 +99,7 @@ export class AggregatorMetrics {
     this.fetchPausedSeconds = new Counter({ name: 'logship_aggregator_fetch_paused_seconds_total', help: 'Time fetching waited because the bytes held in the pipeline reached maxInFlightBytes.', registers });
 
     for (const sink of sources.sinkNames) {
-      for (const counter of [this.recordsOut, this.bytesOut, this.retries]) counter.inc({ sink }, 0);
+      for (const counter of [this.recordsOut, this.bytesOut, this.retries, this.replaysDropped]) counter.inc({ sink }, 0);
       for (const result of ['retryable', 'rejected']) this.sinkErrors.inc({ sink, result }, 0);
       this.deadLetters.inc({ reason: DeadLetterReason.REJECTED, sink }, 0);
     }

@@ -5,6 +5,7 @@
  * Lines that cannot be records come back as poison with a dead-letter reason, never thrown.
  */
 import { Field, KubernetesField } from '../shared/record.js';
+import { originOf } from './replay-filter.js';
 import { DeadLetterReason, type RecordFields, type SinkRecord } from './sink.js';
 
 const NEWLINE = 0x0a;
@@ -89,6 +90,7 @@ function extractFields(record: Record<string, unknown>): LineResult {
   if (typeof cluster !== 'string' || cluster === '') return missing(`${Field.KUBERNETES}.${KubernetesField.CLUSTER}`);
   const pod = k8s[KubernetesField.POD];
   const container = k8s[KubernetesField.CONTAINER];
+  const origin = originOf(eventId, record[Field.STREAM]);
   return {
     fields: {
       timeMs,
@@ -97,6 +99,8 @@ function extractFields(record: Record<string, unknown>): LineResult {
       namespace,
       pod: typeof pod === 'string' ? pod : '',
       container: typeof container === 'string' ? container : '',
+      origin: origin?.origin,
+      originOffset: origin?.offset ?? 0,
     },
   };
 }

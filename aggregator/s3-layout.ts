@@ -106,8 +106,13 @@ export function defaultStatePrefix(prefix: string): string {
   return underPrefix(prefix, STATE_FOLDER);
 }
 
-/** Key of the state object of one topic-partition. */
-export function stateKey(statePrefix: string, topic: string, partition: number): string {
+/** Key of one sink's state object of one topic-partition: two sinks never share one. */
+export function stateKey(statePrefix: string, sink: string, topic: string, partition: number): string {
+  return underPrefix(statePrefix, `${escapePartitionValue(sink)}/${escapePartitionValue(topic)}+${partition}.json`);
+}
+
+/** Key of a topic-partition's state object as version 1 wrote it (one per prefix, not per sink). */
+export function legacyStateKey(statePrefix: string, topic: string, partition: number): string {
   return underPrefix(statePrefix, `${escapePartitionValue(topic)}+${partition}.json`);
 }
 

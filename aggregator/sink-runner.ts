@@ -48,6 +48,8 @@ interface PartitionLane {
   open: OpenBatch | undefined;
   readonly sealed: Batch[];
   sending: boolean;
+  /** The last high watermark seen for the partition. */
+  highWatermark: number | undefined;
 }
 
 const ERROR_LOG_INTERVAL_MS = 30_000;
@@ -91,8 +93,9 @@ export class SinkRunner {
    * Records of messages `[firstOffset, endOffset)` of a partition; the runner keeps those its filter
    * accepts. Offsets must follow the previous call's `endOffset` for the partition.
    */
-  append(topic: string, partition: number, firstOffset: number, endOffset: number, records: readonly SinkRecord[]): void {
+  append(topic: string, partition: number, firstOffset: number, endOffset: number, records: readonly SinkRecord[], highWatermark?: number): void {
     const lane = this.lane(topic, partition);
+    if (highWatermark !== undefined) lane.highWatermark = Math.max(lane.highWatermark ?? 0, highWatermark);
     let open = lane.open;
     if (open === undefined) {
       open = { topic, partition, firstOffset, endOffset, records: [], bytes: 0, openedAtMs: Date.now() };
@@ -170,7 +173,7 @@ export class SinkRunner {
     const key = partitionKey(topic, partition);
     let lane = this.lanes.get(key);
     if (lane === undefined) {
-      lane = { topic, partition, open: undefined, sealed: [], sending: false };
+      lane = { topic, partition, open: undefined, sealed: [], sending: false, highWatermark: undefined };
       this.lanes.set(key, lane);
     }
     return lane;
@@ -187,7 +190,15 @@ export class SinkRunner {
     if (open === undefined) return;
     lane.open = undefined;
     this.openBytesTotal -= open.bytes;
-    lane.sealed.push({ topic: open.topic, partition: open.partition, firstOffset: open.firstOffset, endOffset: open.endOffset, records: open.records, bytes: open.bytes });
+    lane.sealed.push({
+      topic: open.topic,
+      partition: open.partition,
+      firstOffset: open.firstOffset,
+      endOffset: open.endOffset,
+      records: open.records,
+      bytes: open.bytes,
+      ...(lane.highWatermark === undefined ? {} : { highWatermark: Math.max(lane.highWatermark, open.endOffset) }),
+    });
     this.schedule(lane);
   }
 
@@ -243,6 +254,7 @@ export class SinkRunner {
       if (result.status === 'delivered') {
         await this.deadLetter(result.rejected ?? [], signal);
         if (result.retried) metrics.retries.inc({ sink: this.name }, result.retried);
+        if (result.replaysDropped) metrics.replaysDropped.inc({ sink: this.name }, result.replaysDropped);
         break;
       }
       if (result.status === 'rejected') {

@@ -14,6 +14,13 @@ export interface RecordFields {
   readonly namespace: string;
   readonly pod: string;
   readonly container: string;
+  /**
+   * Where the record was read (file and stream, from an agent's `event_id`), for replay detection;
+   * undefined for records of other producers. See replay-filter.ts.
+   */
+  readonly origin?: string;
+  /** The record's byte offset in its origin (meaningful only with `origin`). */
+  readonly originOffset?: number;
 }
 
 /**
@@ -71,6 +78,8 @@ export interface Batch {
   readonly records: readonly SinkRecord[];
   /** Sum of `line.length` over the records. */
   readonly bytes: number;
+  /** The partition's high watermark when its messages were fetched (where known). */
+  readonly highWatermark?: number;
 }
 
 /** A fixed set of reasons a record goes to the dead-letter destination; also a metric label. */
@@ -96,7 +105,7 @@ export interface RejectedRecord {
 
 export type SendResult =
   /** Written durably. `rejected` records were refused for good and go to the dead letter. */
-  | { readonly status: 'delivered'; readonly rejected?: readonly RejectedRecord[]; readonly retried?: number }
+  | { readonly status: 'delivered'; readonly rejected?: readonly RejectedRecord[]; readonly retried?: number; readonly replaysDropped?: number }
   /**
    * Nothing, or not everything, was written, and trying again can succeed. `pending` names the
    * records still to write (the rest were written); absent means the whole batch. The runner waits

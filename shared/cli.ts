@@ -2,10 +2,13 @@
  * What both binaries do before anything else: read `--config <file>` (and `--print-config`), load and
  * validate the configuration, and on any problem print every one of them and exit non-zero.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { parse } from 'yaml';
 import type { z } from 'zod';
-import { loadConfig } from './config.js';
+import { ENV_PREFIX, loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
+import { redactConfig, scrubSecrets, secretValuesInSources } from './config-secrets.js';
 import { redactSecrets } from './logger.js';
 
 export const EXIT_CONFIG = 2;
@@ -44,13 +47,15 @@ export function parseCli<S extends z.ZodType>(options: CliOptions<S>): CliOutcom
   try {
     const config = loadConfig(options.schema, { file: values.config, env: options.env });
     if (values['print-config']) {
-      stdout.write(`${JSON.stringify(redactSecrets(config), null, 2)}\n`);
+      stdout.write(`${JSON.stringify(redactSecrets(redactConfig(options.schema, config)), null, 2)}\n`);
       return { kind: 'exit', code: 0 };
     }
     return { kind: 'run', config, configFile: values.config };
   } catch (error) {
     if (error instanceof ConfigError) {
-      stderr.write(`${options.binary}: ${error.message}\n`);
+      // Problems name settings, not values; should a message quote one, a secret's is scrubbed anyway.
+      const secrets = secretValuesInSources(options.schema, options.env ?? process.env, ENV_PREFIX, readDocument(values.config));
+      stderr.write(`${options.binary}: ${scrubSecrets(error.message, secrets)}\n`);
       return { kind: 'exit', code: EXIT_CONFIG };
     }
     throw error;
@@ -65,4 +70,14 @@ function usage(binary: string): string {
     '  --print-config   print the effective configuration (secrets redacted) and exit',
     '',
   ].join('\n');
+}
+
+/** The config file's YAML as written, for scrubbing secrets from errors; undefined when unreadable. */
+function readDocument(file: string | undefined): unknown {
+  if (file === undefined) return undefined;
+  try {
+    return parse(readFileSync(file, 'utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
 }

@@ -7,13 +7,17 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, ErrorCode } from './errors.js';
 
+/** The JSON Schema mark of a secret setting: how redaction finds every secret from the schema (config-secrets.ts). */
+export const SECRET_MARK = 'x-logship-secret';
+
 /** `{ value?, file? }` with at most one of them set. */
 export const secretSchema = z
   .strictObject({
     value: z.string().min(1).optional().describe('The secret itself; prefer an environment override or `file`.'),
     file: z.string().min(1).optional().describe('Path of a file holding the secret (e.g. a mounted Secret); surrounding whitespace is trimmed.'),
   })
-  .refine((s) => !(s.value !== undefined && s.file !== undefined), { message: 'set either value or file, not both' });
+  .refine((s) => !(s.value !== undefined && s.file !== undefined), { message: 'set either value or file, not both' })
+  .meta({ [SECRET_MARK]: true });
 
 export type SecretRef = z.output<typeof secretSchema>;
 

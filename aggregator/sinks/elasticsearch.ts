@@ -26,6 +26,7 @@ import { createElasticsearchClient } from '../../shared/elasticsearch.js';
 import { ErrorCode, SinkError } from '../../shared/errors.js';
 import { RateLimitedLog, redactUrlCredentials, type Logger } from '../../shared/logger.js';
 import { indexTemplateBody } from '../elasticsearch-template.js';
+import { ReplayState, type ReplayLimits } from '../replay-filter.js';
 import { copyLine, DeadLetterReason, lineBytes, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
 import { compileIndexName, type ElasticsearchSinkOptions, type IndexName } from './elasticsearch-options.js';
 
@@ -156,13 +157,29 @@ interface PlanOutcome {
   readonly reasons: Map<number, { count: number; detail: string }>;
 }
 
-export function createElasticsearchSink(name: string, options: ElasticsearchSinkOptions, deps: { logger: Logger }): Sink {
+export interface ElasticsearchSinkDeps {
+  readonly logger: Logger;
+  /**
+   * Replay detection's bounds; off when absent. Elasticsearch overwrites a replay through `_id`, so
+   * this only saves indexing work: the state is kept in memory, per owned partition, and starts empty
+   * after a restart or rebalance.
+   */
+  readonly replays?: ReplayLimits;
+  readonly now?: () => number;
+}
+
+export function createElasticsearchSink(name: string, options: ElasticsearchSinkOptions, deps: ElasticsearchSinkDeps): Sink {
   const indexName = compileIndexName(options.index);
   const logger = deps.logger.child({ sink: name });
   const rateLimited = new RateLimitedLog(logger, LOG_INTERVAL_MS);
   const client: Client = createElasticsearchClient(options.connection, 'connection');
   /** Per topic-partition: records returned pending for the batch starting at `firstOffset`. */
   const retries = new Map<string, { firstOffset: number; records: number }>();
+  /** Per topic-partition: what was written, by origin (replay detection). */
+  const replayStates = new Map<string, ReplayState>();
+  /** Per topic-partition: the origins' highs of the batch being sent (kept across its retries). */
+  const batchHighs = new Map<string, { firstOffset: number; highs: Map<string, number>; dropped: number }>();
+  const now = deps.now ?? Date.now;
 
   async function sendPlan(plan: BulkRequestPlan, signal: AbortSignal): Promise<PlanOutcome> {
     const outcome: PlanOutcome = { pending: [], rejected: [], reasons: new Map() };
@@ -259,7 +276,29 @@ export function createElasticsearchSink(name: string, options: ElasticsearchSink
     async send(batch: Batch, signal: AbortSignal): Promise<SendResult> {
       const key = `${batch.topic}\n${batch.partition}`;
       if (batch.records.length === 0) return { status: 'delivered' };
-      const plans = planBulkRequests(batch.records, indexName, options.maxRequestBytes);
+      let records = batch.records;
+      let replaysDropped = 0;
+      const replayLimits = deps.replays;
+      let replayState: ReplayState | undefined;
+      if (replayLimits !== undefined) {
+        replayState = replayStates.get(key) ?? new ReplayState();
+        replayStates.set(key, replayState);
+        // A retry sends the records left pending, which were kept the first time: the state has not
+        // moved since, so they are kept again, and the highs of the first attempt still stand.
+        const verdict = replayState.judge(records);
+        records = verdict.kept;
+        const previous = batchHighs.get(key);
+        if (previous?.firstOffset === batch.firstOffset) replaysDropped = previous.dropped;
+        else {
+          batchHighs.set(key, { firstOffset: batch.firstOffset, highs: verdict.highs, dropped: verdict.dropped });
+          replaysDropped = verdict.dropped;
+        }
+        if (records.length === 0) {
+          batchHighs.delete(key);
+          return { status: 'delivered', replaysDropped };
+        }
+      }
+      const plans = planBulkRequests(records, indexName, options.maxRequestBytes);
       const outcomes: PlanOutcome[] = new Array<PlanOutcome>(plans.length);
       let next = 0;
       const worker = async (): Promise<void> => {
@@ -276,14 +315,18 @@ export function createElasticsearchSink(name: string, options: ElasticsearchSink
       const retriedBefore = previous?.firstOffset === batch.firstOffset ? previous.records : 0;
       if (pending.length === 0) {
         retries.delete(key);
+        const highs = batchHighs.get(key);
+        batchHighs.delete(key);
+        if (replayState !== undefined && replayLimits !== undefined && highs !== undefined) replayState.commit(highs.highs, now(), replayLimits);
         return {
           status: 'delivered',
+          ...(replaysDropped > 0 ? { replaysDropped } : {}),
           ...(rejected.length > 0 ? { rejected } : {}),
           ...(retriedBefore > 0 ? { retried: retriedBefore } : {}),
         };
       }
       retries.set(key, { firstOffset: batch.firstOffset, records: retriedBefore + pending.length });
-      const error = new SinkError(`elasticsearch: ${pending.length} of ${batch.records.length} records not written: ${summarize(outcomes)}`, {
+      const error = new SinkError(`elasticsearch: ${pending.length} of ${records.length} records not written: ${summarize(outcomes)}`, {
         code: ErrorCode.SINK_UNAVAILABLE,
         retriable: true,
       });
@@ -292,6 +335,8 @@ export function createElasticsearchSink(name: string, options: ElasticsearchSink
 
     release(topic, partition) {
       retries.delete(`${topic}\n${partition}`);
+      replayStates.delete(`${topic}\n${partition}`);
+      batchHighs.delete(`${topic}\n${partition}`);
     },
 
     async healthcheck(signal) {

@@ -7,10 +7,10 @@
  * a crash or rebalance a partition is replayed from a committed offset that can lie before data this
  * sink already wrote (another sink was slower). Keys come from the first offset of each group, so the
  * same records under a different batch boundary would land under different keys, twice. To prevent
- * that, the sink keeps a durable high-water marker per topic-partition, `<statePrefix>/<topic>+<partition>.json`
- * = `{"version":1,"endOffset":N}`: every record below N is written. It is written after all objects of
- * a batch; a batch below it is acknowledged without writing, a batch straddling it writes only the
- * records at or above it.
+ * that, the sink keeps a durable state object per sink and topic-partition,
+ * `<statePrefix>/<sink>/<topic>+<partition>.json`, whose `endOffset` N says every record below N is
+ * written (the high-water marker). It is written after all objects of a batch; a batch below it is
+ * acknowledged without writing, a batch straddling it writes only the records at or above it.
  *
  * Why this is crash-consistent: the runner never has two sends of one partition in flight, and a batch
  * is acknowledged only after its marker is written, so at any moment at most one batch's objects are
@@ -22,12 +22,31 @@
  * is written twice and nothing is skipped. If the marker itself cannot be written, the whole batch is
  * retried (rewriting the same keys) rather than acknowledged, which would break that argument.
  *
- * The marker is a cache-backed read: read once per partition on its first send (or after `release`),
+ * Agent replays (the same lines sent again as new Kafka messages) are recognised by their origin (see
+ * replay-filter.ts); the origins' high offsets are part of the same state object, written in the same
+ * PUT as the marker, so they move together and a replayed batch makes the same decisions.
+ *
+ * The marker never skips data:
+ * - it names the topic's incarnation (Kafka's topic ID): a state object of a topic deleted and created
+ *   again, or one above the partition's high watermark, is discarded with a warning;
+ * - it is written conditionally, `If-Match` the ETag read (`If-None-Match: *` when there was none), so
+ *   a member that lost the partition while paused cannot move it: its write fails and it reads again;
+ * - before writing the objects of a batch with a cached state, the sink checks (HEAD, `If-Match`) that
+ *   the state object is still the one it last wrote, so such a member does not start overwriting the
+ *   new owner's objects either;
+ * - each object and state write first asks whether the group confirmed this member lately
+ *   (`membershipConfirmed`): a member paused past its session timeout stops before its next write.
+ *   Not covered: a PUT already on the wire when the pause began lands when the member resumes (same
+ *   keys, other batch boundaries: duplicates or lost rows). Fencing that needs object writes that
+ *   cannot replace another writer's object (`If-None-Match: *` plus resuming after what an existing
+ *   object holds).
+ *
+ * The state is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
  */
 import { finished } from 'node:stream/promises';
 import { createGzip, type Gzip } from 'node:zlib';
-import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { BufferPool } from '../../shared/buffer-pool.js';
 import { AbortError, describeError, ErrorCode, isRetriable, SinkError } from '../../shared/errors.js';
@@ -35,12 +54,14 @@ import type { Logger } from '../../shared/logger.js';
 import { createS3Client } from '../../shared/s3.js';
 import { Field } from '../../shared/record.js';
 import { DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
-import { defaultStatePrefix, hourIndex, objectKey, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
+import { defaultStatePrefix, hourIndex, legacyStateKey, objectKey, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
+import { ReplayState, type ReplayLimits } from '../replay-filter.js';
 import type { S3SinkOptions } from './s3-options.js';
 
-/** Partitions whose marker is cached at most; beyond it the least recently used is read again when needed. */
-const MAX_CACHED_MARKERS = 16_384;
-const STATE_VERSION = 1;
+/** Partitions whose state is cached at most; beyond it the least recently used is read again when needed. */
+const MAX_CACHED_STATES = 4_096;
+/** 1: `{version, endOffset}` under `<statePrefix>/<topic>+<partition>.json`; 2: per sink, with incarnation and origins. */
+const STATE_VERSION = 2;
 const NEWLINE = 0x0a;
 const NEWLINE_BYTES = Buffer.from([NEWLINE]);
 /**
@@ -60,10 +81,36 @@ const ndjsonSlicePool = new BufferPool({ minBytes: NDJSON_SLICE_BYTES, maxFreeBy
 
 export interface S3SinkDeps {
   logger: Logger;
+  /** The topic's incarnation (Kafka topic ID); undefined when the broker cannot tell. */
+  topicId?: (topic: string, signal: AbortSignal) => Promise<string | undefined>;
+  /** Replay detection's bounds; off when absent. */
+  replays?: ReplayLimits;
+  now?: () => number;
+  /**
+   * False when the consumer group has not confirmed this member lately (it may have been paused past
+   * its session timeout and replaced): objects and state are then not written (retried later).
+   */
+  membershipConfirmed?: () => boolean;
 }
 
 export function createS3NdjsonSink(name: string, options: S3SinkOptions, deps: S3SinkDeps): Sink {
-  return new S3NdjsonSink(name, options, deps.logger.child({ sink: name }));
+  return new S3NdjsonSink(name, options, { ...deps, logger: deps.logger.child({ sink: name }) });
+}
+
+/** What the sink knows of one partition: its marker, the ETag it was read or written with, and its origins. */
+interface PartitionState {
+  readonly endOffset: number;
+  /** ETag of the state object as read or last written; undefined when there is none yet. */
+  readonly etag: string | undefined;
+  readonly topicId: string | undefined;
+  readonly replays: ReplayState;
+}
+
+/** The state object did not match the ETag it was read with: another writer moved it. */
+export class StateConflictError extends SinkError {
+  constructor(key: string, cause: unknown) {
+    super(`state object ${key} was changed by another writer (a member that took the partition over); reading it again`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true, cause });
+  }
 }
 
 /** Records of one Hive partition within a batch, and the key of their object. */
@@ -75,16 +122,20 @@ interface RecordGroup {
 class S3NdjsonSink implements Sink {
   private readonly client: S3Client;
   private readonly statePrefix: string;
-  /** High-water marks by partition (`topic\u0000partition`), in least-recently-used order. */
-  private readonly markers = new Map<string, number>();
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  /** States by partition (`topic\u0000partition`), in least-recently-used order. */
+  private readonly states = new Map<string, PartitionState>();
 
   constructor(
     readonly name: string,
     private readonly options: S3SinkOptions,
-    private readonly logger: Logger,
+    private readonly deps: S3SinkDeps,
   ) {
     this.client = createS3Client(options.connection, `${name}.connection`);
     this.statePrefix = options.statePrefix ?? defaultStatePrefix(options.prefix);
+    this.logger = deps.logger;
+    this.now = deps.now ?? Date.now;
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -106,50 +157,67 @@ class S3NdjsonSink implements Sink {
 
   async send(batch: Batch, signal: AbortSignal): Promise<SendResult> {
     const { topic, partition } = batch;
-    let marker: number;
+    let state: PartitionState;
+    let fresh: boolean;
     try {
-      marker = await this.marker(topic, partition, signal);
+      ({ state, fresh } = await this.state(batch, signal));
     } catch (error) {
       return retryable(error, signal, `reading the state of ${topic}/${partition}`);
     }
+    const marker = state.endOffset;
     if (batch.endOffset <= marker) {
       this.logger.debug({ topic, partition, firstOffset: batch.firstOffset, endOffset: batch.endOffset, marker }, 'batch already written before a replay; acknowledged');
       return { status: 'delivered' };
     }
-    const records = inOffsetOrder(batch.firstOffset < marker ? batch.records.filter((r) => r.offset >= marker) : batch.records);
+    const unwritten = inOffsetOrder(batch.firstOffset < marker ? batch.records.filter((r) => r.offset >= marker) : batch.records);
+    const verdict = this.deps.replays === undefined ? undefined : state.replays.judge(unwritten);
+    const records = verdict?.kept ?? unwritten;
+    const replaysDropped = verdict?.dropped ?? 0;
     const { groups, rejected } = this.group(records, topic, partition);
-    const delivered: SendResult = rejected.length > 0 ? { status: 'delivered', rejected } : { status: 'delivered' };
-    // Nothing to write: the marker stays where it is. That is safe: the offsets skipped hold no record for
-    // this sink, so a replay from the marker finds the same first records (see the comment at the top).
+    const delivered: SendResult = { status: 'delivered', ...(rejected.length > 0 ? { rejected } : {}), ...(replaysDropped > 0 ? { replaysDropped } : {}) };
+    // Nothing to write: the marker stays where it is. That is safe: the offsets skipped hold no record
+    // for this sink, or only replays, so a replay from the marker finds the same first records and
+    // judges the same replays (see the comment at the top).
     if (groups.length === 0) return delivered;
 
+    if (!fresh) {
+      // A cached state may be stale: another member may own the partition now (this one paused past
+      // its session timeout). Its objects would overwrite the new owner's under the same keys, so
+      // check first that the state object is still the one this member last wrote.
+      try {
+        await this.checkUnchanged(topic, partition, state, signal);
+      } catch (error) {
+        if (error instanceof StateConflictError) this.release(topic, partition);
+        return retryable(error, signal, `checking the state of ${topic}/${partition}`);
+      }
+    }
     const failed = await this.writeGroups(groups, signal);
     if (failed.groups.length > 0) {
-      const pendingSet = new Set(failed.groups.flatMap((g) => g.records));
+      // The whole batch again, rewriting the objects already written under the same keys: the state
+      // written at the end must hold the origins of every record of the batch.
       const result = retryable(failed.error, signal, `writing ${failed.groups.length} of ${groups.length} objects of ${topic}/${partition}`);
-      if (signal.aborted) return result;
-      const pending = records.filter((r) => pendingSet.has(r));
-      return rejected.length > 0 ? { ...result, pending, rejected } : { ...result, pending };
+      return rejected.length > 0 && !signal.aborted ? { ...result, rejected } : result;
     }
     try {
-      await this.writeMarker(topic, partition, batch.endOffset, signal);
+      await this.writeState(topic, partition, state, batch.endOffset, verdict?.highs, signal);
     } catch (error) {
       // The whole batch again (same keys), so that no batch is acknowledged without its marker.
+      if (error instanceof StateConflictError) this.release(topic, partition);
       return retryable(error, signal, `writing the state of ${topic}/${partition}`);
     }
     this.logger.debug(
-      { topic, partition, firstOffset: batch.firstOffset, endOffset: batch.endOffset, records: records.length, objects: groups.length },
+      { topic, partition, firstOffset: batch.firstOffset, endOffset: batch.endOffset, records: records.length, objects: groups.length, replaysDropped },
       'batch written',
     );
     return delivered;
   }
 
   release(topic: string, partition: number): void {
-    this.markers.delete(markerId(topic, partition));
+    this.states.delete(markerId(topic, partition));
   }
 
   async close(): Promise<void> {
-    this.markers.clear();
+    this.states.clear();
     this.client.destroy();
   }
 
@@ -197,7 +265,9 @@ class S3NdjsonSink implements Sink {
           continue;
         }
         try {
-          await this.writeObject(group.key, await gzipNdjson(group.records, this.options.gzipLevel), signal);
+          const body = await gzipNdjson(group.records, this.options.gzipLevel);
+          this.checkMembership();
+          await this.writeObject(group.key, body, signal);
         } catch (error) {
           failed.push(group);
           firstError ??= error;
@@ -234,31 +304,45 @@ class S3NdjsonSink implements Sink {
     }
   }
 
-  private async marker(topic: string, partition: number, signal: AbortSignal): Promise<number> {
-    const id = markerId(topic, partition);
-    const cached = this.markers.get(id);
-    const value = cached ?? (await this.readMarker(topic, partition, signal));
-    this.remember(id, value);
-    return value;
+  private async state(batch: Batch, signal: AbortSignal): Promise<{ state: PartitionState; fresh: boolean }> {
+    const id = markerId(batch.topic, batch.partition);
+    const cached = this.states.get(id);
+    const state = cached ?? (await this.readState(batch, signal));
+    this.remember(id, state);
+    return { state, fresh: cached === undefined };
   }
 
-  /** The stored high-water mark; 0 when none was written. */
-  private async readMarker(topic: string, partition: number, signal: AbortSignal): Promise<number> {
-    const key = stateKey(this.statePrefix, topic, partition);
-    let text: string;
+  /** Throws {@link StateConflictError} when the state object is no longer the one `state` was read or written as. */
+  private async checkUnchanged(topic: string, partition: number, state: PartitionState, signal: AbortSignal): Promise<void> {
+    const key = this.stateKey(topic, partition);
     try {
-      const object = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal });
-      text = (await object.Body?.transformToString()) ?? '';
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ...(state.etag === undefined ? {} : { IfMatch: state.etag }) }), { abortSignal: signal });
+      if (state.etag === undefined) throw new StateConflictError(key, new Error(`state object appeared (ETag ${String(head.ETag)})`));
     } catch (error) {
-      if (isNotFound(error)) return 0;
+      if (error instanceof StateConflictError) throw error;
+      if (isNotFound(error) && state.etag === undefined) return;
+      if (isPreconditionFailed(error) || isNotFound(error)) throw new StateConflictError(key, error);
       throw error;
     }
-    const state = parseState(text);
+  }
+
+  /**
+   * The stored state, checked against the topic's incarnation and high watermark; an empty state
+   * (keeping the ETag, for the conditional write) when there is none or it cannot be trusted.
+   */
+  private async readState(batch: Batch, signal: AbortSignal): Promise<PartitionState> {
+    const { topic, partition, highWatermark } = batch;
+    const topicId = await this.deps.topicId?.(topic, signal);
+    const key = this.stateKey(topic, partition);
+    const empty = (etag: string | undefined): PartitionState => ({ endOffset: 0, etag, topicId, replays: new ReplayState() });
+    const read = await this.getText(key, signal);
+    if (read === undefined) return this.readLegacyMarker(batch, topicId, signal);
+    const state = parseState(read.text);
     if (state === undefined) {
       // Only a hand edit can do this (a PUT is atomic). Writing again from the committed offset may
       // duplicate records but never loses any; stalling the partition would lose them all.
       this.logger.error({ topic, partition, key }, 'S3 sink state object is unreadable; writing from the committed offset, which may duplicate records');
-      return 0;
+      return empty(read.etag);
     }
     if (state.version > STATE_VERSION) {
       throw new SinkError(`state object ${key} has version ${state.version}, written by a newer logship; this one reads up to ${STATE_VERSION}`, {
@@ -266,26 +350,90 @@ class S3NdjsonSink implements Sink {
         retriable: true,
       });
     }
-    return state.endOffset;
+    if (state.topicId !== undefined && topicId !== undefined && state.topicId !== topicId) {
+      this.logger.warn({ topic, partition, key, stored: state.topicId, current: topicId, endOffset: state.endOffset }, 'S3 sink state belongs to an earlier incarnation of the topic (deleted and created again); discarded');
+      return empty(read.etag);
+    }
+    if (highWatermark !== undefined && state.endOffset > highWatermark) {
+      this.logger.warn({ topic, partition, key, endOffset: state.endOffset, highWatermark }, 'S3 sink state is above the partition\'s high watermark (the topic was re-created or the cluster replaced); discarded');
+      return empty(read.etag);
+    }
+    return { endOffset: state.endOffset, etag: read.etag, topicId: topicId ?? state.topicId, replays: state.replays };
   }
 
-  private async writeMarker(topic: string, partition: number, endOffset: number, signal: AbortSignal): Promise<void> {
+  /**
+   * A marker of version 1 (before state objects were per sink): trusted only up to the high watermark,
+   * and replaced by this sink's own state object at the next write. Without one, an empty state.
+   */
+  private async readLegacyMarker(batch: Batch, topicId: string | undefined, signal: AbortSignal): Promise<PartitionState> {
+    const { topic, partition, highWatermark } = batch;
+    const empty: PartitionState = { endOffset: 0, etag: undefined, topicId, replays: new ReplayState() };
+    const read = await this.getText(legacyStateKey(this.statePrefix, topic, partition), signal);
+    if (read === undefined) return empty;
+    const state = parseState(read.text);
+    if (state === undefined || state.version !== 1 || (highWatermark !== undefined && state.endOffset > highWatermark)) return empty;
+    this.logger.info({ topic, partition, endOffset: state.endOffset }, 'S3 sink read a version 1 marker; its own state object replaces it at the next write');
+    return { ...empty, endOffset: state.endOffset };
+  }
+
+  private async getText(key: string, signal: AbortSignal): Promise<{ text: string; etag: string | undefined } | undefined> {
+    try {
+      const object = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal });
+      return { text: (await object.Body?.transformToString()) ?? '', etag: object.ETag };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  private async writeState(topic: string, partition: number, state: PartitionState, endOffset: number, highs: ReadonlyMap<string, number> | undefined, signal: AbortSignal): Promise<void> {
     const id = markerId(topic, partition);
-    if (endOffset <= (this.markers.get(id) ?? 0)) return; // only ever forward
-    const body = JSON.stringify({ version: STATE_VERSION, endOffset });
-    await this.client.send(
-      new PutObjectCommand({ Bucket: this.options.bucket, Key: stateKey(this.statePrefix, topic, partition), Body: body, ContentType: 'application/json' }),
-      { abortSignal: signal },
-    );
-    this.remember(id, endOffset);
+    if (endOffset <= state.endOffset) return; // only ever forward
+    let replays = state.replays;
+    if (this.deps.replays !== undefined && highs !== undefined) {
+      replays = state.replays.clone();
+      replays.commit(highs, this.now(), this.deps.replays);
+    }
+    const body = JSON.stringify({ version: STATE_VERSION, sink: this.name, topic, partition, topicId: state.topicId, endOffset, origins: replays });
+    this.checkMembership();
+    const key = this.stateKey(topic, partition);
+    let etag: string | undefined;
+    try {
+      const written = await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.options.bucket,
+          Key: key,
+          Body: body,
+          ContentType: 'application/json',
+          ...(state.etag === undefined ? { IfNoneMatch: '*' } : { IfMatch: state.etag }),
+        }),
+        { abortSignal: signal },
+      );
+      etag = written.ETag;
+    } catch (error) {
+      if (isPreconditionFailed(error)) throw new StateConflictError(key, error);
+      throw error;
+    }
+    this.remember(id, { endOffset, etag, topicId: state.topicId, replays });
   }
 
-  private remember(id: string, value: number): void {
-    this.markers.delete(id);
-    this.markers.set(id, value);
-    if (this.markers.size > MAX_CACHED_MARKERS) {
-      const oldest = this.markers.keys().next();
-      if (oldest.done !== true) this.markers.delete(oldest.value);
+  /** Throws a retryable error when the group has not confirmed this member lately. */
+  private checkMembership(): void {
+    if (this.deps.membershipConfirmed !== undefined && !this.deps.membershipConfirmed()) {
+      throw new SinkError('the consumer group has not confirmed this member lately (paused?); not writing until it does', { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+    }
+  }
+
+  private stateKey(topic: string, partition: number): string {
+    return stateKey(this.statePrefix, this.name, topic, partition);
+  }
+
+  private remember(id: string, value: PartitionState): void {
+    this.states.delete(id);
+    this.states.set(id, value);
+    if (this.states.size > MAX_CACHED_STATES) {
+      const oldest = this.states.keys().next();
+      if (oldest.done !== true) this.states.delete(oldest.value);
     }
   }
 }
@@ -294,14 +442,24 @@ function markerId(topic: string, partition: number): string {
   return `${topic}\u0000${partition}`;
 }
 
-function parseState(text: string): { version: number; endOffset: number } | undefined {
+interface StoredState {
+  readonly version: number;
+  readonly endOffset: number;
+  readonly topicId: string | undefined;
+  readonly replays: ReplayState;
+}
+
+function parseState(text: string): StoredState | undefined {
   try {
     const state = JSON.parse(text) as unknown;
     if (typeof state !== 'object' || state === null) return undefined;
-    const { version, endOffset } = state as { version?: unknown; endOffset?: unknown };
+    const { version, endOffset, topicId, origins } = state as { version?: unknown; endOffset?: unknown; topicId?: unknown; origins?: unknown };
     if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) return undefined;
+    if (version > STATE_VERSION) return { version, endOffset: 0, topicId: undefined, replays: new ReplayState() };
     if (typeof endOffset !== 'number' || !Number.isSafeInteger(endOffset) || endOffset < 0) return undefined;
-    return { version, endOffset };
+    const replays = origins === undefined ? new ReplayState() : ReplayState.parse(origins);
+    if (replays === undefined) return undefined;
+    return { version, endOffset, topicId: typeof topicId === 'string' ? topicId : undefined, replays };
   } catch {
     return undefined;
   }
@@ -413,6 +571,11 @@ function copyRun(slice: Buffer, at: number, value: Buffer | undefined, start: nu
 function httpStatus(error: unknown): number | undefined {
   const status = (error as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata?.httpStatusCode;
   return typeof status === 'number' ? status : undefined;
+}
+
+function isPreconditionFailed(error: unknown): boolean {
+  const name = (error as { name?: unknown } | null)?.name;
+  return name === 'PreconditionFailed' || httpStatus(error) === 412;
 }
 
 function isNotFound(error: unknown): boolean {

@@ -12,7 +12,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { lineBytes, lineOf, sinkRecord as recordOf, type Batch, type SendResult, type SinkRecord } from '../../aggregator/sink.js';
-import { createS3NdjsonSink } from '../../aggregator/sinks/s3-ndjson.js';
+import { decodeMessage } from '../../aggregator/record-decoder.js';
+import { createS3NdjsonSink, type S3SinkDeps } from '../../aggregator/sinks/s3-ndjson.js';
 import { s3SinkOptionsSchema } from '../../aggregator/sinks/s3-options.js';
 import { ErrorCode, SinkError } from '../../shared/errors.js';
 import { Field, KubernetesField, LogField, type LogRecord } from '../../shared/record.js';
@@ -86,9 +87,27 @@ function stream(from: number, to: number): SinkRecord[] {
   return records;
 }
 
-function sinkFor(prefix: string, overrides: Record<string, unknown> = {}) {
+function sinkFor(prefix: string, overrides: Record<string, unknown> = {}, deps: Partial<S3SinkDeps> = {}) {
   const options = s3SinkOptionsSchema.parse({ bucket, prefix, connection, ...overrides });
-  return createS3NdjsonSink('s3-it', options, { logger });
+  return createS3NdjsonSink('s3-it', options, { logger, ...deps });
+}
+
+const REPLAY_LIMITS = { forgetAfterMs: 3_600_000, maxOriginsPerPartition: 64 };
+
+/** Records as the agent writes them: event_id = 20 hex digits of file + 12 of byte offset; one per Kafka offset. */
+function agentRecords(firstOffset: number, lines: { file: string; at: number }[]): SinkRecord[] {
+  return lines.map((l, i) => {
+    const line = JSON.stringify({
+      [Field.TIMESTAMP]: new Date(BASE_MS + l.at).toISOString(),
+      [Field.MESSAGE]: `${l.file} @${String(l.at)}`,
+      [Field.STREAM]: 'stdout',
+      [Field.EVENT_ID]: l.file.repeat(20).slice(0, 20) + l.at.toString(16).padStart(12, '0'),
+      [Field.KUBERNETES]: { [KubernetesField.CLUSTER]: 'it', [KubernetesField.NAMESPACE]: 'payments' },
+    });
+    const decoded = decodeMessage(TOPIC, PARTITION, firstOffset + i, Buffer.from(line), { maxRecordBytes: 65_536 }).records;
+    assert.equal(decoded.length, 1);
+    return decoded[0] as SinkRecord;
+  });
 }
 
 async function listKeys(client: S3Client, prefix: string): Promise<string[]> {
@@ -125,13 +144,17 @@ function eventIds(objects: Map<string, string[]>): string[] {
   return [...objects.values()].flat().map((line) => (JSON.parse(line) as LogRecord)[Field.EVENT_ID]);
 }
 
+const stateKeyOf = (prefix: string): string => `${prefix}/_state/s3-it/${TOPIC}+${PARTITION}.json`;
+
+/** The state object's version and marker. */
 async function readMarker(prefix: string): Promise<unknown> {
-  return JSON.parse((await getBytes(`${prefix}/_state/${TOPIC}+${PARTITION}.json`)).toString('utf8')) as unknown;
+  const { version, endOffset } = JSON.parse((await getBytes(stateKeyOf(prefix))).toString('utf8')) as { version: number; endOffset: number };
+  return { version, endOffset };
 }
 
 async function markerExists(prefix: string): Promise<boolean> {
   try {
-    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}/_state/${TOPIC}+${PARTITION}.json` }));
+    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: stateKeyOf(prefix) }));
     return true;
   } catch {
     return false;
@@ -211,7 +234,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     }
     for (const [key, lines] of objects) assert.deepEqual(lines, expected.get(key), key);
     assert.equal([...objects.values()].flat().length, 81, 'N records in, N lines out');
-    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 80 });
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 80 });
   });
 
   it('does not duplicate records when a partition is replayed from an earlier committed offset', async () => {
@@ -229,7 +252,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     const ids = eventIds(await readObjects(prefix));
     assert.equal(new Set(ids).size, ids.length, 'no record twice');
     assert.deepEqual(new Set(ids), new Set(all.map((r) => r.fields.eventId)), 'all 150 present');
-    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 150 });
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 150 });
 
     // Below the marker a replay writes nothing at all; a released partition re-reads the marker from S3.
     const before = await listKeys(s3, prefix);
@@ -248,7 +271,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     await sink.close();
     // The process died after the objects of [150, 250) but before their marker: the marker is what it
     // was before that batch. (Deleting it instead would be a lost marker, not a crash.)
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/_state/${TOPIC}+${PARTITION}.json`, Body: JSON.stringify({ version: 1, endOffset: 150 }) }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: stateKeyOf(prefix), Body: JSON.stringify({ version: 2, sink: 's3-it', topic: TOPIC, partition: PARTITION, endOffset: 150, origins: {} }) }));
     const stale = new Set(await listKeys(s3, prefix));
 
     // The restart replays from commit 120 in shorter batches than before.
@@ -263,7 +286,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     assert.equal(new Set(ids).size, ids.length, `no record twice (${ids.length - new Set(ids).size} duplicates)`);
     assert.equal(ids.length, 250, 'all 250 present');
     assert.ok([...objects.keys()].some((k) => !stale.has(k)), 'the shorter batches wrote some new keys');
-    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 250 });
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 250 });
   });
 
   it('writes an object above the multipart threshold with a multipart upload that reads back intact', async () => {
@@ -313,7 +336,7 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     const ids = eventIds(await readObjects(prefix));
     assert.equal(ids.length, 300);
     assert.equal(new Set(ids).size, 300);
-    assert.deepEqual(await readMarker(prefix), { version: 1, endOffset: 300 });
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 300 });
   });
 
   it('aborts a multipart upload when the signal aborts, leaving no parts behind', async () => {
@@ -347,5 +370,70 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     assert.match(String(result.rejected.at(0)?.detail), /^timestamp "\+012000-01-01T00:00:00\.000Z" is outside/);
     const ids = eventIds(await readObjects(prefix));
     assert.deepEqual(ids.sort(), [records[0], records[2]].map((r) => r?.fields.eventId).sort());
+  });
+
+  it('drops an agent\'s replayed lines (new Kafka offsets, same origin), and remembers them across a restart', async () => {
+    const prefix = newPrefix();
+    const first = sinkFor(prefix, {}, { replays: REPLAY_LIMITS });
+    const original = agentRecords(0, [{ file: 'a', at: 0 }, { file: 'a', at: 100 }, { file: 'b', at: 0 }, { file: 'a', at: 200 }]);
+    assertDelivered(await first.send(batch(0, 4, original), AbortSignal.timeout(30_000)));
+    await first.close();
+    // The agent restarted from its checkpoint at a@100: a@100 and a@200 come again, then new lines;
+    // a restarted aggregator reads what was written from the state object.
+    const second = sinkFor(prefix, {}, { replays: REPLAY_LIMITS });
+    const replay = agentRecords(4, [{ file: 'a', at: 100 }, { file: 'a', at: 200 }, { file: 'a', at: 300 }, { file: 'b', at: 40 }]);
+    const result = await second.send(batch(4, 8, replay), AbortSignal.timeout(30_000));
+    assert.equal(result.status, 'delivered');
+    assert.equal(result.replaysDropped, 2);
+    await second.close();
+    const ids = eventIds(await readObjects(prefix));
+    assert.equal(ids.length, 6, 'each line once');
+    assert.equal(new Set(ids).size, 6);
+  });
+
+  it('lets a member that lost the partition write no state over the new owner\'s (If-Match)', async () => {
+    const prefix = newPrefix();
+    const all = stream(0, 300);
+    const zombie = sinkFor(prefix);
+    const owner = sinkFor(prefix);
+    assertDelivered(await zombie.send(batch(0, 100, all), AbortSignal.timeout(30_000)));
+    // The zombie paused; the new owner took over from the commit at 100 and moved on.
+    assertDelivered(await owner.send(batch(100, 200, all), AbortSignal.timeout(30_000)));
+    assertDelivered(await owner.send(batch(200, 300, all), AbortSignal.timeout(30_000)));
+    // The zombie wakes up with its next batch: refused before it writes an object.
+    const late = await zombie.send(batch(100, 150, all), AbortSignal.timeout(30_000));
+    if (late.status !== 'retryable') assert.fail('expected a retryable result');
+    assert.match(late.error.message, /changed by another writer/);
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 300 }, 'the marker did not move back');
+    // Read again, its batch lies below the marker: acknowledged without writing.
+    assertDelivered(await zombie.send(batch(100, 150, all), AbortSignal.timeout(30_000)));
+    await zombie.close();
+    await owner.close();
+    const ids = eventIds(await readObjects(prefix));
+    assert.equal(new Set(ids).size, 300);
+  });
+
+  it('discards state of an earlier incarnation of the topic, or above the high watermark, with a warning', async () => {
+    const prefix = newPrefix();
+    const old = sinkFor(prefix, {}, { topicId: () => Promise.resolve('old-id') });
+    assertDelivered(await old.send(batch(0, 200, stream(0, 200)), AbortSignal.timeout(30_000)));
+    await old.close();
+    // The topic was deleted and created again: its new records start at offset 0 and grow past 200.
+    const recreated = stream(0, 250).map((r) => ({ ...r, fields: { ...r.fields, eventId: `new-${r.fields.eventId}` } }));
+    const renewed = sinkFor(prefix, {}, { topicId: () => Promise.resolve('new-id') });
+    assertDelivered(await renewed.send({ ...batch(0, 250, recreated), highWatermark: 250 }, AbortSignal.timeout(30_000)));
+    await renewed.close();
+    const written = await readObjects(prefix);
+    // Rows of the new incarnation are all there (their keys may equal the old ones: same offsets, rewritten).
+    const rows = [...written.values()].flat().map((line) => (JSON.parse(line) as LogRecord)[Field.MESSAGE]);
+    assert.equal(rows.length >= 250, true);
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 250 });
+
+    // A broker that cannot tell topic IDs: a marker above the high watermark is discarded.
+    const unknown = sinkFor(prefix);
+    const result = await unknown.send({ ...batch(0, 10, stream(0, 10)), highWatermark: 10 }, AbortSignal.timeout(30_000));
+    assertDelivered(result);
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 10 });
+    await unknown.close();
   });
 });

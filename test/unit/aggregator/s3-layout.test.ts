@@ -11,6 +11,7 @@ import {
   partitionPath,
   partitionValues,
   stateKey,
+  legacyStateKey,
   tableLocation,
   timePartition,
 } from '../../../aggregator/s3-layout.js';
@@ -101,7 +102,9 @@ describe('object and state keys', () => {
   it('keeps state beside the partition folders', () => {
     assert.equal(defaultStatePrefix('logs'), 'logs/_state');
     assert.equal(defaultStatePrefix(''), '_state');
-    assert.equal(stateKey('logs/_state', 'logs.prod.payments', 12), 'logs/_state/logs.prod.payments+12.json');
+    assert.equal(stateKey('logs/_state', 's3', 'logs.prod.payments', 12), 'logs/_state/s3/logs.prod.payments+12.json');
+    assert.notEqual(stateKey('logs/_state', 'archive', 'logs.prod.payments', 12), stateKey('logs/_state', 's3', 'logs.prod.payments', 12));
+    assert.equal(legacyStateKey('logs/_state', 'logs.prod.payments', 12), 'logs/_state/logs.prod.payments+12.json');
   });
 });
 
