@@ -11,8 +11,8 @@ import type { AgentProducer } from '../../agent/kafka-producer.js';
 import { MessageBuilder } from '../../agent/message-builder.js';
 import { PodMetadataCache } from '../../agent/pod-metadata.js';
 import { TailManager, type LossReason, type TailManagerOptions } from '../../agent/tail-manager.js';
-import { newTailCounters, type TailEnvironment } from '../../agent/tailed-file.js';
-import { createLogger } from '../../shared/logger.js';
+import { newTailCounters, type TailEnvironment, type TailSettings } from '../../agent/tailed-file.js';
+import { createLogger, type Logger } from '../../shared/logger.js';
 import type { LogRecord } from '../../shared/record.js';
 import { waitFor } from './stack.js';
 
@@ -23,6 +23,35 @@ export interface Loss {
   source: string;
   fromOffset: number;
   toOffset: number;
+}
+
+/**
+ * A tailing environment whose producer acknowledges every message at once, after handing its value to
+ * `onMessage`; path-derived metadata, one topic. `settings` override the defaults below.
+ */
+export function acknowledgingEnvironment(logger: Logger, settings: Partial<TailSettings>, onMessage: (value: Buffer) => void): TailEnvironment {
+  const producer = {
+    hasCapacity: () => true,
+    isStalled: () => false,
+    waitForCapacity: () => Promise.resolve(),
+    enqueue: (message: { value: Buffer; onAck: () => void }) => {
+      onMessage(message.value);
+      message.onAck();
+    },
+  } as unknown as AgentProducer;
+  const metadata = new PodMetadataCache({ nodeName: 'node', cluster: 'c', deletedPodGraceMs: 0 });
+  const all: TailSettings = { cluster: 'c', node: 'node', format: 'cri', maxLineBytes: 16 * 1024, maxMessageBytes: 1024 * 1024, maxRecordsPerMessage: 500, rotateWaitMs: 100, partialTimeoutMs: 10_000, ...settings };
+  return {
+    settings: all,
+    producer,
+    messages: new MessageBuilder({ maxMessageBytes: all.maxMessageBytes, maxRecordsPerMessage: all.maxRecordsPerMessage, slabBytes: 2 * all.maxMessageBytes }),
+    logger,
+    lookupMetadata: (path) => metadata.lookup(path),
+    metadataSynced: () => false,
+    topicFor: () => 'topic',
+    multilineFor: () => undefined,
+    counters: newTailCounters(),
+  };
 }
 
 export class TailHarness {
@@ -40,27 +69,9 @@ export class TailHarness {
 
   async start(): Promise<this> {
     const logger = createLogger({ name: 'tail-harness', level: 'silent' });
-    const producer = {
-      hasCapacity: () => true,
-      isStalled: () => false,
-      waitForCapacity: () => Promise.resolve(),
-      enqueue: (message: { value: Buffer; onAck: () => void }) => {
-        for (const line of message.value.toString('utf8').split('\n')) if (line !== '') this.records.push(JSON.parse(line) as LogRecord);
-        message.onAck();
-      },
-    } as unknown as AgentProducer;
-    const metadata = new PodMetadataCache({ nodeName: 'node', cluster: 'c', deletedPodGraceMs: 0 });
-    const env: TailEnvironment = {
-      settings: { cluster: 'c', node: 'node', format: 'auto', maxLineBytes: 256 * 1024, maxMessageBytes: 1024 * 1024, maxRecordsPerMessage: 100, rotateWaitMs: 200, partialTimeoutMs: 10_000 },
-      producer,
-      messages: new MessageBuilder({ maxMessageBytes: 1024 * 1024, maxRecordsPerMessage: 100, slabBytes: 2 * 1024 * 1024 }),
-      logger,
-      lookupMetadata: (path) => metadata.lookup(path),
-      metadataSynced: () => false,
-      topicFor: () => 'topic',
-      multilineFor: () => undefined,
-      counters: newTailCounters(),
-    };
+    const env = acknowledgingEnvironment(logger, { format: 'auto', maxLineBytes: 256 * 1024, maxRecordsPerMessage: 100, rotateWaitMs: 200 }, (value) => {
+      for (const line of value.toString('utf8').split('\n')) if (line !== '') this.records.push(JSON.parse(line) as LogRecord);
+    });
     const checkpoints = await CheckpointStore.open(this.stateDir, logger);
     this.store = checkpoints;
     this.manager = new TailManager(
