@@ -25,8 +25,8 @@ export class GzipReader {
   position = 0;
   private leftover: Buffer | undefined;
   private ended = false;
-  private readonly chunks: AsyncIterator<Buffer>;
-  private readonly stream: ReturnType<typeof createGunzip>;
+  /** Created at the first read: an open but unread file holds a descriptor and no buffers. */
+  private decompressing: { stream: ReturnType<typeof createGunzip>; chunks: AsyncIterator<Buffer> } | undefined;
 
   private constructor(
     readonly fd: number,
@@ -37,10 +37,11 @@ export class GzipReader {
     readonly dev: number,
     readonly ino: number,
     readonly nlink: number,
-  ) {
-    this.stream = createGunzip();
-    createReadStream('', { fd, autoClose: false, start: 0 }).on('error', (error) => this.stream.destroy(error)).pipe(this.stream);
-    this.chunks = this.stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  ) {}
+
+  /** Whether decompression started (and holds its stream buffers, some 100 KiB). */
+  get started(): boolean {
+    return this.decompressing !== undefined;
   }
 
   /** Opens `path` (never following a symlink). Throws the fs error on failure. */
@@ -89,7 +90,7 @@ export class GzipReader {
   }
 
   async close(): Promise<void> {
-    this.stream.destroy();
+    this.decompressing?.stream.destroy();
     await closeAsync(this.fd);
   }
 
@@ -100,7 +101,14 @@ export class GzipReader {
       return chunk;
     }
     if (this.ended) return undefined;
-    const next: IteratorResult<Buffer, unknown> = await this.chunks.next();
+    if (this.decompressing === undefined) {
+      const stream = createGunzip();
+      createReadStream('', { fd: this.fd, autoClose: false, start: 0 })
+        .on('error', (error) => stream.destroy(error))
+        .pipe(stream);
+      this.decompressing = { stream, chunks: stream[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
+    }
+    const next: IteratorResult<Buffer, unknown> = await this.decompressing.chunks.next();
     if (next.done === true) {
       this.ended = true;
       return undefined;

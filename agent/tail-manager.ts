@@ -52,6 +52,9 @@ export type ErrorReason = (typeof ERROR_REASONS)[number];
 export const LOSS_REASONS = ['deleted_before_read', 'truncated', 'unreadable'] as const;
 export type LossReason = (typeof LOSS_REASONS)[number];
 
+/** Compressed rotated files decompressed at the same time, at most (after a long outage, a node may hold hundreds). */
+const MAX_DECOMPRESSING_FILES = 4;
+
 /** A rotated copy of a container's `<n>.log`: `<n>.log.<timestamp>` or `<n>.log.<timestamp>.gz`. */
 const ROTATED_NAME = /^(0|[1-9][0-9]{0,8})\.log\.(.+)$/;
 
@@ -562,6 +565,9 @@ export class TailManager {
       // Its topic refuses messages (the producer holds them aside): leave the file until the topic
       // takes them again; the poll offers it again while it has unread bytes.
       if (this.env.producer.isStalled(this.env.topicFor(file.pod))) continue;
+      // A few compressed files are decompressed at once (each stream holds ~100 KiB); the others wait
+      // with their descriptor held, so pruning takes nothing away, and the poll offers them again.
+      if (file.compressed && !file.decompressing && this.decompressingFiles() >= MAX_DECOMPRESSING_FILES) continue;
       if (!this.env.producer.hasCapacity()) {
         const started = Date.now();
         await this.env.producer.waitForCapacity();
@@ -586,6 +592,12 @@ export class TailManager {
       if (bytesRead > 0 && (bytesRead === buffer.length || file.hasUnreadBytes)) this.markReady(file);
       else if (file.drainComplete(Date.now())) await this.finish(file);
     }
+  }
+
+  private decompressingFiles(): number {
+    let count = 0;
+    for (const file of this.draining) if (file.decompressing && file.phase !== 'finished') count++;
+    return count;
   }
 
   private async finish(file: TailedFile): Promise<void> {

@@ -272,6 +272,11 @@ export class TailedFile {
     return this.gzip !== undefined;
   }
 
+  /** A compressed copy whose decompression started (it holds stream buffers until it is finished). */
+  get decompressing(): boolean {
+    return this.gzip?.started === true;
+  }
+
   /**
    * Whether a read would find bytes: the file is readable (identified, not finished) and was seen
    * larger than the read offset. A file still `identifying` has bytes but nothing to read yet.

@@ -85,6 +85,25 @@ describe('agent tailing: rotation, compression and restarts (real files)', () =>
     expectOnce(third, names('c', 30, 5));
   });
 
+  it('reads more compressed files than it decompresses at once (a long outage), each line once', async () => {
+    const root = makeRoot();
+    const expected: string[] = [];
+    for (let pod = 0; pod < 3; pod++) {
+      const { dir } = podDir(root, 'ns', `pod-${pod}`, `${pod}1111111-1111-4111-8111-111111111111`, 'app');
+      for (let n = 0; n < 4; n++) {
+        const rotated = join(dir, `0.log.20261207-1000${String(n).padStart(2, '0')}`);
+        writeFileSync(rotated, lines(`p${pod}r${n}`, 0, 200));
+        compress(rotated);
+        expected.push(...names(`p${pod}r${n}`, 0, 200));
+      }
+      writeFileSync(join(dir, '0.log'), lines(`p${pod}live`, 0, 10));
+      expected.push(...names(`p${pod}live`, 0, 10));
+    }
+    const harness = await started(new TailHarness(root));
+    await harness.waitForRecords(expected.length, 20_000);
+    expectOnce(harness, expected);
+  });
+
   it('reads an incarnation that came and left its path between two polls', async () => {
     const root = makeRoot();
     const { dir } = podDir(root, 'ns', 'pod', UID, 'app');
