@@ -64,7 +64,7 @@ export interface NodeLogWriterOptions {
   /** Restarts this many CRI containers once (their next lines go to `1.log`) after `restartAfterMs`. */
   restartContainers: number;
   restartAfterMs: number;
-  /** Rotates the last CRI container twice within one second (600 ms apart), once, after this many ms (undefined: never). */
+  /** Rotates the last CRI container twice within one second (400 ms apart, tried again in a later second when a late tick misses it), once, after this many ms (undefined: never). */
   forceSameSecondRotationAfterMs?: number;
 }
 
@@ -407,7 +407,7 @@ export class NodeLogWriter {
 
   /**
    * The forced same-second rotation: early in a second, rotate the last CRI container (unless it was
-   * rotated less than a second ago), and again 600 ms later, in the same second, after the runtime
+   * rotated less than a second ago), and again 400 ms later, in the same second (tried again in a later second if a late tick missed it), after the runtime
    * wrote to the new file meanwhile.
    */
   private maybeSecondRotation(now: number): void {
@@ -416,13 +416,17 @@ export class NodeLogWriter {
     if (!this.forcedSameSecond && c && forceAt !== undefined && this.activeMs(now) >= forceAt && now % 1000 < 200 && now - (c.lastRotationMs ?? 0) >= 1000) {
       this.forcedSameSecond = true;
       this.rotate(c, now);
-      this.secondRotation = { container: c, atMs: now + 600, stamp: rotationStamp(now) };
+      this.secondRotation = { container: c, atMs: now + 400, stamp: rotationStamp(now) };
       return;
     }
     const pending = this.secondRotation;
     if (!pending || now < pending.atMs) return;
     this.secondRotation = undefined;
-    if (rotationStamp(now) !== pending.stamp) return;
+    // A late tick (a loaded machine) missed the second: try again in a later one.
+    if (rotationStamp(now) !== pending.stamp) {
+      this.forcedSameSecond = false;
+      return;
+    }
     this.rotate(pending.container, now);
     this.stats.sameSecondRotations++;
   }
