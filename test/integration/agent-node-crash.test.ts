@@ -128,7 +128,7 @@ describe('agent: kill -9 ten times on a rotating node log tree (real Kafka)', ()
     const last = runs[runs.length - 1];
     if (!last || !agent) throw new Error('no agent running');
     t.diagnostic(`writer: ${JSON.stringify(writer.stats)}; ${writer.incarnations.length} file incarnations`);
-    assert.ok(writer.stats.chunksSplittingUtf8 > 0 && writer.stats.copytruncates >= 2 && writer.stats.sameSecondRotations === 1, 'the writer exercised long lines, copytruncate and a same-second rotation');
+    assert.ok(writer.stats.chunksSplittingUtf8 > 0 && writer.stats.copytruncates >= 2 && writer.stats.sameSecondRotations === 1, `the writer exercised long lines, copytruncate and a same-second rotation: ${JSON.stringify(writer.stats)}`);
 
     const judge = (): ReturnType<typeof judgeKillRun> => {
       for (const run of runs) run.logs = run.agent.logs();
