@@ -24,3 +24,20 @@ async function ignoreNotFound<T>(request: Promise<T>): Promise<T | undefined> {
     throw error;
   }
 }
+
+/**
+ * Waits (at most `timeoutMs`) until the controller-manager created the namespace's `default`
+ * ServiceAccount: with the ServiceAccount admission plugin on, a pod created before it is refused.
+ */
+export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await core.readNamespacedServiceAccount({ name: 'default', namespace });
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`namespace ${namespace} has no default ServiceAccount after ${timeoutMs} ms (is the controller-manager running?)`, { cause: error });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
