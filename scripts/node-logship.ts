@@ -9,8 +9,8 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { gunzipSync } from 'node:zlib';
+import { waitFor as waitUntil } from './wait-for.js';
 import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Client as ElasticsearchClient } from '@elastic/elasticsearch';
 import type { V1Pod } from '@kubernetes/client-node';
@@ -74,20 +74,9 @@ export function kubectl(args: string[], input?: string, timeoutMs = 120_000): Pr
   });
 }
 
-/** Polls `probe` until it returns a value other than undefined/false; throws after `timeoutMs` naming what it waited for. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, intervalMs = 500): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? `: ${lastError.message}` : ''}`);
-    await sleep(intervalMs);
-  }
+/** Polls `probe` (every 500 ms unless told) until it returns a value other than undefined/false; throws after `timeoutMs`. */
+export function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, intervalMs = 500): Promise<T> {
+  return waitUntil(what, probe, timeoutMs, intervalMs);
 }
 
 /**

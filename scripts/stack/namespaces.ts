@@ -7,6 +7,7 @@
  * deletion either).
  */
 import type { CoreV1Api, V1Namespace } from '@kubernetes/client-node';
+import { waitFor } from '../wait-for.js';
 
 export async function deleteNamespaceNow(core: CoreV1Api, name: string): Promise<void> {
   await ignoreNotFound(core.deleteNamespace({ name }));
@@ -30,14 +31,5 @@ async function ignoreNotFound<T>(request: Promise<T>): Promise<T | undefined> {
  * ServiceAccount: with the ServiceAccount admission plugin on, a pod created before it is refused.
  */
 export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await core.readNamespacedServiceAccount({ name: 'default', namespace });
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`namespace ${namespace} has no default ServiceAccount after ${timeoutMs} ms (is the controller-manager running?)`, { cause: error });
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitFor(`the default ServiceAccount of namespace ${namespace} (is the controller-manager running?)`, () => core.readNamespacedServiceAccount({ name: 'default', namespace }), timeoutMs, 100);
 }

@@ -8,10 +8,9 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { describeError } from '../../shared/errors.js';
 import { REPO_ROOT, stackPaths, stopDaemon } from '../../scripts/stack/context.js';
 import { readEndpoints, type StackEndpoints } from '../../scripts/stack/endpoints.js';
+import { waitFor as waitUntil } from '../../scripts/wait-for.js';
 import { elasticsearchConnectionSchema, type ElasticsearchConnectionConfig } from '../../shared/elasticsearch-connection.js';
 import { kafkaConnectionSchema, type KafkaConnectionConfig } from '../../shared/kafka.js';
 import { kubernetesConnectionSchema, type KubernetesConnectionConfig } from '../../shared/kube.js';
@@ -66,21 +65,8 @@ export function testLogger(): Logger {
  * Polls `probe` until it returns a value other than undefined/false, or throws after `timeoutMs` with
  * the description and the last value seen.
  */
-export async function waitFor<T>(description: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${description}${lastError === undefined ? '' : `: ${describeError(lastError)}`}`);
-    }
-    await sleep(intervalMs);
-  }
+export function waitFor<T>(description: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, intervalMs = 100): Promise<T> {
+  return waitUntil(description, probe, timeoutMs, intervalMs);
 }
 
 /** Stops one server of the stack (by the PID the stack script recorded), for outage tests. */
