@@ -33,16 +33,25 @@ export function kubeconfigPath(paths: StackPaths): string {
   return join(paths.run, 'kubernetes', 'admin.kubeconfig');
 }
 
-export async function installKubernetes(paths: StackPaths): Promise<boolean> {
-  const wanted = (['etcd', 'kube-apiserver', 'kubectl'] as const).filter((b) => !existsSync(kubeBinary(paths, b)));
-  if (wanted.length === 0) return false;
-  const log = logFile(paths, 'install-kubernetes');
-  const module = ensureDir(join(paths.build, 'kube'));
+/**
+ * A copy of the wrapper Go module (scripts/stack/kube) under the build folder, named `name`: each
+ * build gets its own copy so that two can run at once (the Go build cache is shared).
+ */
+export function wrapperModule(paths: StackPaths, name: string): string {
+  const module = ensureDir(join(paths.build, name));
   const source = join(SCRIPT_DIR, 'kube');
   copyFileSync(join(source, 'go.mod.in'), join(module, 'go.mod'));
   copyFileSync(join(source, 'go.sum'), join(module, 'go.sum'));
   copyFileSync(join(source, 'deps.go'), join(module, 'deps.go'));
   cpSync(join(source, 'etcd'), join(module, 'etcd'), { recursive: true });
+  return module;
+}
+
+export async function installKubernetes(paths: StackPaths): Promise<boolean> {
+  const wanted = (['etcd', 'kube-apiserver', 'kubectl'] as const).filter((b) => !existsSync(kubeBinary(paths, b)));
+  if (wanted.length === 0) return false;
+  const log = logFile(paths, 'install-kubernetes');
+  const module = wrapperModule(paths, 'kube');
   const env = { ...process.env, GOFLAGS: '-buildvcs=false -mod=mod' };
   const targets: Record<(typeof wanted)[number], string> = {
     etcd: './etcd',

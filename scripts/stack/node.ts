@@ -14,12 +14,12 @@
  * and containerd's, the network namespaces of the pods and the `kubepods` cgroups.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, cpSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ensureDir, httpGet, logFile, runLogged, runningPid, SCRIPT_DIR, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
-import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer } from './kubernetes.js';
+import { ensureDir, httpGet, logFile, runLogged, runningPid, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer, wrapperModule } from './kubernetes.js';
 import type { StackEndpoints } from './endpoints.js';
 import { caFile, ensureCa } from './pki.js';
 import { stackLog } from './progress.js';
@@ -140,12 +140,7 @@ async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   const wanted = NODE_BINARIES.filter((b) => !existsSync(nodeBinary(paths, b)));
   if (wanted.length === 0) return false;
   const log = logFile(paths, 'install-node');
-  const module = ensureDir(join(paths.build, 'kube-node'));
-  const source = join(SCRIPT_DIR, 'kube');
-  copyFileSync(join(source, 'go.mod.in'), join(module, 'go.mod'));
-  copyFileSync(join(source, 'go.sum'), join(module, 'go.sum'));
-  copyFileSync(join(source, 'deps.go'), join(module, 'deps.go'));
-  cpSync(join(source, 'etcd'), join(module, 'etcd'), { recursive: true });
+  const module = wrapperModule(paths, 'kube-node');
   const out = join(paths.build, 'node-bin');
   rmSync(out, { recursive: true, force: true });
   ensureDir(out);
