@@ -46,7 +46,7 @@ export function identityFromHead(dev: number, ino: number, head: Buffer): FileId
   return identityOf(dev, ino, head.subarray(0, length));
 }
 
-export function identityOf(dev: number, ino: number, head: Buffer): FileIdentity {
+function identityOf(dev: number, ino: number, head: Buffer): FileIdentity {
   const fingerprint = createHash('sha256').update(head).digest('hex').slice(0, 16);
   return { dev, ino, fingerprint, key: `${dev}:${ino}:${fingerprint}` };
 }
