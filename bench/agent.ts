@@ -40,7 +40,7 @@ import { stringify } from 'yaml';
 import { fetchMetricSum } from '../scripts/metrics-text.js';
 import { REPO_ROOT } from '../scripts/stack/context.js';
 import { readEndpoints } from '../scripts/stack/endpoints.js';
-import { deleteNamespaceNow, waitForDefaultServiceAccount } from '../scripts/stack/namespaces.js';
+import { deleteNamespaceNow, ensureDefaultServiceAccount } from '../scripts/stack/namespaces.js';
 import { deleteTopics as deleteStackTopics } from '../scripts/stack/topics.js';
 import { createKubeClients, type KubeClients } from '../shared/kube.js';
 import { benchNode, bundleBinary, deployedEnv, machineReferenceMs, procStat, progressBySecond, RESERVE_CPU, reserveCpu, rssEverySecond, serverCpuDelta, serverCpuSeconds, sustainedRate, type Progress, type ProcStat } from './runtime.js';
@@ -100,7 +100,7 @@ const NODE_NAME = 'bench-node';
 async function createPods(kube: KubeClients, prefix: string): Promise<BenchPod[]> {
   for (let n = 0; n < NAMESPACES; n++) {
     await kube.core.createNamespace({ body: { metadata: { name: `${prefix}-ns-${n}`, labels: { team: `team-${n}`, 'kubernetes.io/metadata.name': `${prefix}-ns-${n}` } } } });
-    await waitForDefaultServiceAccount(kube.core, `${prefix}-ns-${n}`);
+    await ensureDefaultServiceAccount(kube.core, `${prefix}-ns-${n}`);
   }
   const pods: BenchPod[] = [];
   for (let f = 0; f < FILES; f++) {

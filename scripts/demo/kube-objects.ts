@@ -1,6 +1,6 @@
 /** The demo's namespaces and pods in the stack's kube-apiserver, bound to the demo's node. */
 import type { KubeClients } from '../../shared/kube.js';
-import { deleteNamespaceNow } from '../stack/namespaces.js';
+import { deleteNamespaceNow, ensureDefaultServiceAccount } from '../stack/namespaces.js';
 import type { Cleanup } from './cleanup.js';
 import type { RunNames } from './run-names.js';
 import { NAMESPACE_LABELS, PODS, type ContainerPlan, type PodPlan, type Random } from './workload.js';
@@ -17,6 +17,7 @@ export async function createKubeObjects(kube: KubeClients, names: RunNames, rnd:
   for (const [logical, namespace] of Object.entries(names.namespaces) as [PodPlan['namespace'], string][]) {
     await kube.core.createNamespace({ body: { metadata: { name: namespace, labels: { ...NAMESPACE_LABELS[logical], 'logship.io/demo-run': names.id } } } });
     cleanup.add(`namespace ${namespace}`, true, () => deleteNamespaceNow(kube.core, namespace));
+    await ensureDefaultServiceAccount(kube.core, namespace);
   }
   const created: CreatedContainer[] = [];
   // Names and hashes the way a Deployment's ReplicaSet makes them.

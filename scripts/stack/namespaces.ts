@@ -7,7 +7,6 @@
  * deletion either).
  */
 import type { CoreV1Api, V1Namespace } from '@kubernetes/client-node';
-import { waitFor } from '../wait-for.js';
 
 export async function deleteNamespaceNow(core: CoreV1Api, name: string): Promise<void> {
   await ignoreNotFound(core.deleteNamespace({ name }));
@@ -27,9 +26,15 @@ async function ignoreNotFound<T>(request: Promise<T>): Promise<T | undefined> {
 }
 
 /**
- * Waits (at most `timeoutMs`) until the controller-manager created the namespace's `default`
- * ServiceAccount: with the ServiceAccount admission plugin on, a pod created before it is refused.
+ * Makes sure the namespace has its `default` ServiceAccount: with the ServiceAccount admission plugin
+ * on, a pod created before it exists is refused. The controller-manager creates it when the stack's
+ * node runs; without the node (`stack up kubernetes` alone) nothing would, so this creates the same
+ * object itself, and takes the controller's if it came first.
  */
-export async function waitForDefaultServiceAccount(core: CoreV1Api, namespace: string, timeoutMs = 30_000): Promise<void> {
-  await waitFor(`the default ServiceAccount of namespace ${namespace} (is the controller-manager running?)`, () => core.readNamespacedServiceAccount({ name: 'default', namespace }), timeoutMs, 100);
+export async function ensureDefaultServiceAccount(core: CoreV1Api, namespace: string): Promise<void> {
+  try {
+    await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name: 'default', namespace } } });
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 409) throw error;
+  }
 }

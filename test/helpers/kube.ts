@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import type { V1Container } from '@kubernetes/client-node';
-import { deleteNamespaceNow, waitForDefaultServiceAccount } from '../../scripts/stack/namespaces.js';
+import { deleteNamespaceNow, ensureDefaultServiceAccount } from '../../scripts/stack/namespaces.js';
 import { createKubeClients, type KubeClients } from '../../shared/kube.js';
 import { kubernetesConfig } from './stack.js';
 
@@ -30,7 +30,7 @@ export async function createNamespace(t: TestContext, name: string, labels: Reco
   t.after(async () => {
     await deleteNamespaceNow(kube.core, name).catch(() => undefined);
   });
-  await waitForDefaultServiceAccount(kube.core, name);
+  await ensureDefaultServiceAccount(kube.core, name);
 }
 
 /** Creates a pod bound to `nodeName` and registers its removal; returns the uid the API server gave it. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { createKubeClients } from '../../shared/kube.js';
-import { deleteNamespaceNow } from '../../scripts/stack/namespaces.js';
+import { deleteNamespaceNow, ensureDefaultServiceAccount } from '../../scripts/stack/namespaces.js';
 import { kubernetesConfig, uniqueName, waitFor } from '../helpers/stack.js';
 
 function pod(name: string, nodeName: string): V1Pod {
@@ -20,6 +20,7 @@ describe('Kubernetes API server (real) through shared/kube', () => {
 
   before(async () => {
     await kube.core.createNamespace({ body: { metadata: { name: namespace, labels: { team: 'payments' } } } });
+    await ensureDefaultServiceAccount(kube.core, namespace);
   });
 
   after(async () => {
