@@ -25,6 +25,7 @@ export class AggregatorMetrics {
   readonly flushSeconds: Histogram<'sink'>;
   readonly retries: Counter<'sink'>;
   readonly replaysDropped: Counter<'sink'>;
+  readonly s3ObjectConflicts: Counter<'sink' | 'resolution'>;
   readonly deadLetterFallbacks: Counter;
   readonly sinkErrors: Counter<'sink' | 'result'>;
   readonly deadLetters: Counter<'reason' | 'sink'>;
@@ -72,6 +73,12 @@ export class AggregatorMetrics {
       name: 'logship_aggregator_replays_dropped_total',
       help: 'Records not written because the sink already wrote the same origin (file, stream) at that byte offset or later: a producer sent them again.',
       labelNames: ['sink'],
+      registers,
+    });
+    this.s3ObjectConflicts = new Counter({
+      name: 'logship_aggregator_s3_object_conflicts_total',
+      help: 'S3 object writes that found an object under their key, by resolution: resumed (its records skipped, the rest written after it: a replay, or a paused member\'s late write), earlier_incarnation (kept; written under the alternate key), unmarked (an older logship\'s object, replaced).',
+      labelNames: ['sink', 'resolution'],
       registers,
     });
     this.sinkErrors = new Counter({

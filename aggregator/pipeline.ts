@@ -34,6 +34,7 @@ interface SharedSinkDeps {
   readonly replays?: ReplayLimits;
   readonly membershipConfirmed: () => boolean;
   readonly topicId: (topic: string, signal: AbortSignal) => Promise<string | undefined>;
+  readonly countObjectConflict: (sink: string, resolution: string) => void;
 }
 
 export interface RunningAggregator {
@@ -106,7 +107,8 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   // heartbeats: a member paused past it (and so possibly replaced) writes nothing once it resumes.
   const membershipWindowMs = Math.max(config.kafka.heartbeatIntervalMs, config.kafka.sessionTimeoutMs - 2 * config.kafka.heartbeatIntervalMs);
   const membershipConfirmed = (): boolean => consumer.confirmedWithin(membershipWindowMs);
-  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger, { topicId, membershipConfirmed, ...(replays ? { replays } : {}) })));
+  const countObjectConflict = (sink: string, resolution: string): void => metrics.s3ObjectConflicts.inc({ sink, resolution });
+  const sinks = await Promise.all(config.sinks.map((c) => createSink(c, logger, { topicId, membershipConfirmed, countObjectConflict, ...(replays ? { replays } : {}) })));
   const runners = config.sinks.map((c, i) => {
     const defaults = BATCH_DEFAULTS[c.type];
     const sink = sinks[i];

@@ -95,10 +95,19 @@ function underPrefix(prefix: string, key: string): string {
 
 /**
  * Key of the object holding a group of records of one topic-partition: deterministic, from the offset
- * of the group's first record, so a replay of the same records overwrites the same object.
+ * of the group's first record, so a replay of the same records finds the same object.
  */
 export function objectKey(prefix: string, values: PartitionValues, topic: string, partition: number, firstOffset: number): string {
   return underPrefix(prefix, `${partitionPath(values)}/${escapePartitionValue(topic)}+${partition}+${firstOffset}${OBJECT_SUFFIX}`);
+}
+
+/**
+ * The alternate key of {@link objectKey} for one incarnation of the topic (its Kafka topic ID), used
+ * when the plain key holds an object of an earlier incarnation (a topic deleted and created again
+ * restarts its offsets at 0): `<topic>+<partition>+<firstOffset>+<topicId>.ndjson.gz`.
+ */
+export function incarnationObjectKey(objectKeyText: string, topicId: string): string {
+  return `${objectKeyText.slice(0, -OBJECT_SUFFIX.length)}+${escapePartitionValue(topicId)}${OBJECT_SUFFIX}`;
 }
 
 /** The default home of the state objects: beside the partition folders, never inside them. */

@@ -54,7 +54,8 @@ import type { Logger } from '../../shared/logger.js';
 import { createS3Client } from '../../shared/s3.js';
 import { Field } from '../../shared/record.js';
 import { DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
-import { defaultStatePrefix, hourIndex, legacyStateKey, objectKey, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
+import { defaultStatePrefix, hourIndex, incarnationObjectKey, legacyStateKey, objectKey, partitionPath, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
+import { ConflictResolution, decideConflict, heldObject, heldPastMarker, objectMetadata, recordsAfter, type WriterView } from '../s3-object-fence.js';
 import { ReplayState, type ReplayLimits } from '../replay-filter.js';
 import type { S3SinkOptions } from './s3-options.js';
 
@@ -77,6 +78,12 @@ const GZIP_CHUNK_BYTES = 256 * 1024;
  * for the objects being compressed at once.
  */
 const ndjsonSlicePool = new BufferPool({ minBytes: NDJSON_SLICE_BYTES, maxFreeBytes: 4 * NDJSON_SLICE_BYTES });
+/**
+ * Writes of one group that may find an object under their key before giving up (retried as a whole
+ * batch): each round either skips records, moves to the alternate key, or replaces an unmarked object,
+ * so only writers racing on the same keys make more than two or three.
+ */
+const MAX_WRITE_ROUNDS = 16;
 
 
 export interface S3SinkDeps {
@@ -91,6 +98,8 @@ export interface S3SinkDeps {
    * its session timeout and replaced): objects and state are then not written (retried later).
    */
   membershipConfirmed?: () => boolean;
+  /** Counts a write that found an object under its key, by how it went on (the fence; see s3-object-fence.ts). */
+  countObjectConflict?: (sink: string, resolution: ConflictResolution) => void;
 }
 
 export function createS3NdjsonSink(name: string, options: S3SinkOptions, deps: S3SinkDeps): Sink {
@@ -104,6 +113,11 @@ interface PartitionState {
   readonly etag: string | undefined;
   readonly topicId: string | undefined;
   readonly replays: ReplayState;
+  /**
+   * Groups (Hive partition paths) whose records are written through an offset at or above the marker,
+   * by an object another write (a paused member's late PUT, a longer batch before a crash) left.
+   */
+  readonly held: ReadonlyMap<string, number>;
 }
 
 /** The state object did not match the ETag it was read with: another writer moved it. */
@@ -113,9 +127,13 @@ export class StateConflictError extends SinkError {
   }
 }
 
-/** Records of one Hive partition within a batch, and the key of their object. */
+/** Records of one Hive partition within a batch, to be written as one object (or a few, after a conflict). */
 interface RecordGroup {
-  readonly key: string;
+  readonly values: PartitionValues;
+  /** The escaped Hive partition path: names the group in the state. */
+  readonly path: string;
+  /** Records at or below this offset are written already (the state's `held`); -1 when none. */
+  readonly heldThrough: number;
   readonly records: SinkRecord[];
 }
 
@@ -158,9 +176,8 @@ class S3NdjsonSink implements Sink {
   async send(batch: Batch, signal: AbortSignal): Promise<SendResult> {
     const { topic, partition } = batch;
     let state: PartitionState;
-    let fresh: boolean;
     try {
-      ({ state, fresh } = await this.state(batch, signal));
+      state = await this.state(batch, signal);
     } catch (error) {
       return retryable(error, signal, `reading the state of ${topic}/${partition}`);
     }
@@ -173,25 +190,15 @@ class S3NdjsonSink implements Sink {
     const verdict = this.deps.replays === undefined ? undefined : state.replays.judge(unwritten);
     const records = verdict?.kept ?? unwritten;
     const replaysDropped = verdict?.dropped ?? 0;
-    const { groups, rejected } = this.group(records, topic, partition);
+    const { groups, rejected } = this.group(records, state.held);
     const delivered: SendResult = { status: 'delivered', ...(rejected.length > 0 ? { rejected } : {}), ...(replaysDropped > 0 ? { replaysDropped } : {}) };
     // Nothing to write: the marker stays where it is. That is safe: the offsets skipped hold no record
     // for this sink, or only replays, so a replay from the marker finds the same first records and
     // judges the same replays (see the comment at the top).
     if (groups.length === 0) return delivered;
 
-    if (!fresh) {
-      // A cached state may be stale: another member may own the partition now (this one paused past
-      // its session timeout). Its objects would overwrite the new owner's under the same keys, so
-      // check first that the state object is still the one this member last wrote.
-      try {
-        await this.checkUnchanged(topic, partition, state, signal);
-      } catch (error) {
-        if (error instanceof StateConflictError) this.release(topic, partition);
-        return retryable(error, signal, `checking the state of ${topic}/${partition}`);
-      }
-    }
-    const failed = await this.writeGroups(groups, signal);
+    const view: WriterView = { topicId: state.topicId, highWatermark: batch.highWatermark };
+    const failed = await this.writeGroups(groups, topic, partition, view, signal);
     if (failed.groups.length > 0) {
       // The whole batch again, rewriting the objects already written under the same keys: the state
       // written at the end must hold the origins of every record of the batch.
@@ -199,7 +206,7 @@ class S3NdjsonSink implements Sink {
       return rejected.length > 0 && !signal.aborted ? { ...result, rejected } : result;
     }
     try {
-      await this.writeState(topic, partition, state, batch.endOffset, verdict?.highs, signal);
+      await this.writeState(topic, partition, state, batch.endOffset, verdict?.highs, heldPastMarker(state.held, failed.held, batch.endOffset), signal);
     } catch (error) {
       // The whole batch again (same keys), so that no batch is acknowledged without its marker.
       if (error instanceof StateConflictError) this.release(topic, partition);
@@ -221,8 +228,11 @@ class S3NdjsonSink implements Sink {
     this.client.destroy();
   }
 
-  /** Splits records by Hive partition; a record whose time cannot name a day is refused. */
-  private group(records: readonly SinkRecord[], topic: string, partition: number): { groups: RecordGroup[]; rejected: RejectedRecord[] } {
+  /**
+   * Splits records by Hive partition; a record whose time cannot name a day is refused, and one an
+   * existing object already holds (`held`, from the state) is left out.
+   */
+  private group(records: readonly SinkRecord[], held: ReadonlyMap<string, number>): { groups: RecordGroup[]; rejected: RejectedRecord[] } {
     const byPartition = new Map<string, RecordGroup>();
     const rejected: RejectedRecord[] = [];
     // Neighbouring records nearly always share a partition: the last group found is tried first.
@@ -242,20 +252,30 @@ class S3NdjsonSink implements Sink {
             rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${recordTimestamp(record)} is outside the years 0000-9999` });
             continue;
           }
-          // The key names the group's first record: deterministic for a replay from the same offset.
-          group = { key: objectKey(this.options.prefix, values, topic, partition, record.offset), records: [] };
+          const path = partitionPath(values);
+          group = { values, path, heldThrough: held.size === 0 ? -1 : (held.get(path) ?? -1), records: [] };
           byPartition.set(id, group);
         }
         last = { group, cluster, namespace, hour };
       }
-      group.records.push(record);
+      if (record.offset > group.heldThrough) group.records.push(record);
     }
-    return { groups: [...byPartition.values()], rejected };
+    return { groups: [...byPartition.values()].filter((g) => g.records.length > 0), rejected };
   }
 
-  /** Writes the groups, `uploadConcurrency` at a time; returns those not written and the first error. */
-  private async writeGroups(groups: readonly RecordGroup[], signal: AbortSignal): Promise<{ groups: RecordGroup[]; error: unknown }> {
+  /**
+   * Writes the groups, `uploadConcurrency` at a time; returns those not written, the first error, and
+   * the groups found written (by an existing object) through an offset.
+   */
+  private async writeGroups(
+    groups: readonly RecordGroup[],
+    topic: string,
+    partition: number,
+    view: WriterView,
+    signal: AbortSignal,
+  ): Promise<{ groups: RecordGroup[]; error: unknown; held: Map<string, number> }> {
     const failed: RecordGroup[] = [];
+    const held = new Map<string, number>();
     let firstError: unknown;
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -265,9 +285,8 @@ class S3NdjsonSink implements Sink {
           continue;
         }
         try {
-          const body = await gzipNdjson(group.records, this.options.gzipLevel);
-          this.checkMembership();
-          await this.writeObject(group.key, body, signal);
+          const heldThrough = await this.writeGroup(group, topic, partition, view, signal);
+          if (heldThrough !== undefined) held.set(group.path, heldThrough);
         } catch (error) {
           failed.push(group);
           firstError ??= error;
@@ -275,12 +294,108 @@ class S3NdjsonSink implements Sink {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.options.uploadConcurrency, groups.length) }, worker));
-    return { groups: failed, error: firstError };
+    return { groups: failed, error: firstError, held };
   }
 
-  private async writeObject(key: string, body: Buffer, signal: AbortSignal): Promise<void> {
+  /**
+   * Writes one group's records under the key of its first record, never over an object another write
+   * left there (`If-None-Match: *`). When one is there, its metadata says what it holds (see
+   * s3-object-fence.ts): this partition's records through some offset (they are skipped, the rest
+   * written under the key of the first one left, again conditionally), an earlier incarnation's
+   * records (kept; this incarnation's go under the alternate key), or nothing known (an older
+   * logship's object: replaced, `If-Match` its ETag). Returns the offset an existing object holds the
+   * group's records through, when one did.
+   */
+  private async writeGroup(group: RecordGroup, topic: string, partition: number, view: WriterView, signal: AbortSignal): Promise<number | undefined> {
+    let records: readonly SinkRecord[] = group.records;
+    let heldThrough: number | undefined;
+    let alternate = false;
+    let condition: { IfNoneMatch: '*' } | { IfMatch: string } = { IfNoneMatch: '*' };
+    let body: Buffer | undefined;
+    for (let round = 0; round < MAX_WRITE_ROUNDS; round++) {
+      const first = records[0] as SinkRecord;
+      const plainKey = objectKey(this.options.prefix, group.values, topic, partition, first.offset);
+      const key = alternate && view.topicId !== undefined ? incarnationObjectKey(plainKey, view.topicId) : plainKey;
+      body ??= await gzipNdjson(records, this.options.gzipLevel);
+      this.checkMembership();
+      if (await this.writeObject(key, body, objectMetadata(records, view.topicId), condition, signal)) return heldThrough;
+      // Another write left an object under the key (or changed the one about to be replaced).
+      const existing = await this.headObject(key, signal);
+      if (existing === undefined) {
+        condition = { IfNoneMatch: '*' }; // gone since (deleted by hand or by a lifecycle rule): write it
+        continue;
+      }
+      const decision = decideConflict(heldObject(existing.metadata), view);
+      this.deps.countObjectConflict?.(this.name, decision.resolution);
+      const context = { topic, partition, key, firstOffset: first.offset, lastOffset: (records[records.length - 1] as SinkRecord).offset };
+      if (decision.resolution === ConflictResolution.RESUMED) {
+        const left = recordsAfter(records, decision.heldThrough);
+        heldThrough = Math.max(heldThrough ?? -1, decision.heldThrough);
+        this.logger.info(
+          { ...context, heldThrough: decision.heldThrough, skipped: records.length - left.length, left: left.length, ...(left.length > 0 ? { nextOffset: (left[0] as SinkRecord).offset } : {}) },
+          'S3 object already written by another write (a replay, or a paused member\'s late PUT): its records are skipped, the rest written after it',
+        );
+        if (left.length === 0) return heldThrough;
+        records = left;
+        body = undefined;
+        alternate = false;
+        condition = { IfNoneMatch: '*' };
+        continue;
+      }
+      if (decision.resolution === ConflictResolution.EARLIER_INCARNATION && view.topicId !== undefined) {
+        if (alternate) throw new SinkError(`S3 object ${key} names another incarnation of the topic than its key; not overwriting it`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+        this.logger.warn({ ...context, held: existing.metadata, topicId: view.topicId }, 'S3 object of an earlier incarnation of the topic (deleted and created again) under this key: kept; writing under the incarnation\'s alternate key');
+        alternate = true;
+        condition = { IfNoneMatch: '*' };
+        continue;
+      }
+      // Unmarked (an older logship wrote it), or of an earlier incarnation while this one's topic ID is
+      // unknown (no alternate key to name): replaced, as before the fence, unless it changes meanwhile.
+      if (existing.etag === undefined) throw new SinkError(`S3 object ${key} has no ETag; cannot replace it conditionally`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+      this.logger.warn({ ...context, held: existing.metadata, resolution: decision.resolution }, 'S3 object without logship metadata (or of an unknown earlier incarnation) under this key: replaced');
+      condition = { IfMatch: existing.etag };
+    }
+    throw new SinkError(`S3 writes of ${topic}/${partition} kept finding other objects under their keys (${MAX_WRITE_ROUNDS} rounds); trying the batch again`, { code: ErrorCode.SINK_UNAVAILABLE, retriable: true });
+  }
+
+  /** HEAD of a data object: its metadata and ETag; undefined when there is none. */
+  private async headObject(key: string, signal: AbortSignal): Promise<{ metadata: Record<string, string> | undefined; etag: string | undefined } | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal });
+      return { metadata: head.Metadata, etag: head.ETag };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Writes an object under a condition; false when the condition failed (HTTP 412). */
+  private async writeObject(
+    key: string,
+    body: Buffer,
+    metadata: Record<string, string>,
+    condition: { IfNoneMatch: '*' } | { IfMatch: string },
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    try {
+      await this.putObject({ Bucket: this.options.bucket, Key: key, Body: body, ContentType: 'application/gzip', Metadata: metadata, ...condition }, signal);
+      return true;
+    } catch (error) {
+      if (isPreconditionFailed(error)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * A PUT, or a multipart upload above `multipartThresholdBytes`: lib-storage passes the condition
+   * to CompleteMultipartUpload, where S3 (and MinIO) check it, and the metadata to CreateMultipartUpload.
+   */
+  private async putObject(
+    params: { Bucket: string; Key: string; Body: Buffer; ContentType: string; Metadata: Record<string, string>; IfNoneMatch?: string; IfMatch?: string },
+    signal: AbortSignal,
+  ): Promise<void> {
     if (signal.aborted) throw new AbortError('S3 write aborted', signal.reason);
-    const params = { Bucket: this.options.bucket, Key: key, Body: body, ContentType: 'application/gzip' };
+    const body = params.Body;
     if (body.length <= this.options.multipartThresholdBytes) {
       await this.client.send(new PutObjectCommand({ ...params, ContentLength: body.length }), { abortSignal: signal });
       return;
@@ -304,26 +419,12 @@ class S3NdjsonSink implements Sink {
     }
   }
 
-  private async state(batch: Batch, signal: AbortSignal): Promise<{ state: PartitionState; fresh: boolean }> {
+  private async state(batch: Batch, signal: AbortSignal): Promise<PartitionState> {
     const id = markerId(batch.topic, batch.partition);
     const cached = this.states.get(id);
     const state = cached ?? (await this.readState(batch, signal));
     this.remember(id, state);
-    return { state, fresh: cached === undefined };
-  }
-
-  /** Throws {@link StateConflictError} when the state object is no longer the one `state` was read or written as. */
-  private async checkUnchanged(topic: string, partition: number, state: PartitionState, signal: AbortSignal): Promise<void> {
-    const key = this.stateKey(topic, partition);
-    try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key, ...(state.etag === undefined ? {} : { IfMatch: state.etag }) }), { abortSignal: signal });
-      if (state.etag === undefined) throw new StateConflictError(key, new Error(`state object appeared (ETag ${String(head.ETag)})`));
-    } catch (error) {
-      if (error instanceof StateConflictError) throw error;
-      if (isNotFound(error) && state.etag === undefined) return;
-      if (isPreconditionFailed(error) || isNotFound(error)) throw new StateConflictError(key, error);
-      throw error;
-    }
+    return state;
   }
 
   /**
@@ -334,7 +435,7 @@ class S3NdjsonSink implements Sink {
     const { topic, partition, highWatermark } = batch;
     const topicId = await this.deps.topicId?.(topic, signal);
     const key = this.stateKey(topic, partition);
-    const empty = (etag: string | undefined): PartitionState => ({ endOffset: 0, etag, topicId, replays: new ReplayState() });
+    const empty = (etag: string | undefined): PartitionState => ({ endOffset: 0, etag, topicId, replays: new ReplayState(), held: new Map() });
     const read = await this.getText(key, signal);
     if (read === undefined) return this.readLegacyMarker(batch, topicId, signal);
     const state = parseState(read.text);
@@ -358,7 +459,7 @@ class S3NdjsonSink implements Sink {
       this.logger.warn({ topic, partition, key, endOffset: state.endOffset, highWatermark }, 'S3 sink state is above the partition\'s high watermark (the topic was re-created or the cluster replaced); discarded');
       return empty(read.etag);
     }
-    return { endOffset: state.endOffset, etag: read.etag, topicId: topicId ?? state.topicId, replays: state.replays };
+    return { endOffset: state.endOffset, etag: read.etag, topicId: topicId ?? state.topicId, replays: state.replays, held: state.held };
   }
 
   /**
@@ -367,7 +468,7 @@ class S3NdjsonSink implements Sink {
    */
   private async readLegacyMarker(batch: Batch, topicId: string | undefined, signal: AbortSignal): Promise<PartitionState> {
     const { topic, partition, highWatermark } = batch;
-    const empty: PartitionState = { endOffset: 0, etag: undefined, topicId, replays: new ReplayState() };
+    const empty: PartitionState = { endOffset: 0, etag: undefined, topicId, replays: new ReplayState(), held: new Map() };
     const read = await this.getText(legacyStateKey(this.statePrefix, topic, partition), signal);
     if (read === undefined) return empty;
     const state = parseState(read.text);
@@ -386,7 +487,15 @@ class S3NdjsonSink implements Sink {
     }
   }
 
-  private async writeState(topic: string, partition: number, state: PartitionState, endOffset: number, highs: ReadonlyMap<string, number> | undefined, signal: AbortSignal): Promise<void> {
+  private async writeState(
+    topic: string,
+    partition: number,
+    state: PartitionState,
+    endOffset: number,
+    highs: ReadonlyMap<string, number> | undefined,
+    held: ReadonlyMap<string, number>,
+    signal: AbortSignal,
+  ): Promise<void> {
     const id = markerId(topic, partition);
     if (endOffset <= state.endOffset) return; // only ever forward
     let replays = state.replays;
@@ -394,7 +503,16 @@ class S3NdjsonSink implements Sink {
       replays = state.replays.clone();
       replays.commit(highs, this.now(), this.deps.replays);
     }
-    const body = JSON.stringify({ version: STATE_VERSION, sink: this.name, topic, partition, topicId: state.topicId, endOffset, origins: replays });
+    const body = JSON.stringify({
+      version: STATE_VERSION,
+      sink: this.name,
+      topic,
+      partition,
+      topicId: state.topicId,
+      endOffset,
+      origins: replays,
+      ...(held.size > 0 ? { heldThrough: Object.fromEntries(held) } : {}),
+    });
     this.checkMembership();
     const key = this.stateKey(topic, partition);
     let etag: string | undefined;
@@ -414,7 +532,7 @@ class S3NdjsonSink implements Sink {
       if (isPreconditionFailed(error)) throw new StateConflictError(key, error);
       throw error;
     }
-    this.remember(id, { endOffset, etag, topicId: state.topicId, replays });
+    this.remember(id, { endOffset, etag, topicId: state.topicId, replays, held });
   }
 
   /** Throws a retryable error when the group has not confirmed this member lately. */
@@ -447,22 +565,37 @@ interface StoredState {
   readonly endOffset: number;
   readonly topicId: string | undefined;
   readonly replays: ReplayState;
+  readonly held: ReadonlyMap<string, number>;
 }
 
 function parseState(text: string): StoredState | undefined {
   try {
     const state = JSON.parse(text) as unknown;
     if (typeof state !== 'object' || state === null) return undefined;
-    const { version, endOffset, topicId, origins } = state as { version?: unknown; endOffset?: unknown; topicId?: unknown; origins?: unknown };
+    const { version, endOffset, topicId, origins, heldThrough } = state as { version?: unknown; endOffset?: unknown; topicId?: unknown; origins?: unknown; heldThrough?: unknown };
     if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) return undefined;
-    if (version > STATE_VERSION) return { version, endOffset: 0, topicId: undefined, replays: new ReplayState() };
+    if (version > STATE_VERSION) return { version, endOffset: 0, topicId: undefined, replays: new ReplayState(), held: new Map() };
     if (typeof endOffset !== 'number' || !Number.isSafeInteger(endOffset) || endOffset < 0) return undefined;
     const replays = origins === undefined ? new ReplayState() : ReplayState.parse(origins);
     if (replays === undefined) return undefined;
-    return { version, endOffset, topicId: typeof topicId === 'string' ? topicId : undefined, replays };
+    const held = parseHeld(heldThrough);
+    if (held === undefined) return undefined;
+    return { version, endOffset, topicId: typeof topicId === 'string' ? topicId : undefined, replays, held };
   } catch {
     return undefined;
   }
+}
+
+/** The state's `heldThrough` (`{"<Hive path>": offset}`; absent means none); undefined when malformed. */
+function parseHeld(value: unknown): Map<string, number> | undefined {
+  if (value === undefined) return new Map();
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const held = new Map<string, number>();
+  for (const [path, offset] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return undefined;
+    held.set(path, offset);
+  }
+  return held;
 }
 
 /** The records in (offset, index) order: as the runner hands them, sorted only if they are not. */

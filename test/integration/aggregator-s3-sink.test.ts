@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -285,8 +285,112 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     const ids = eventIds(objects);
     assert.equal(new Set(ids).size, ids.length, `no record twice (${ids.length - new Set(ids).size} duplicates)`);
     assert.equal(ids.length, 250, 'all 250 present');
-    assert.ok([...objects.keys()].some((k) => !stale.has(k)), 'the shorter batches wrote some new keys');
+    // Each object the crashed run left was found (If-None-Match) and resumed after, not rewritten.
+    assert.deepEqual([...objects.keys()].sort(), [...stale].filter((k) => k.endsWith('.ndjson.gz')).sort(), 'the objects the crash left, no new one');
     assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 250 });
+  });
+
+  it('fences a paused member\'s objects that land before the new owner writes: the owner resumes after them', async () => {
+    const prefix = newPrefix();
+    const all = stream(0, 300);
+    const conflicts: string[] = [];
+    const countObjectConflict = (_sink: string, resolution: string): void => void conflicts.push(resolution);
+    const first = sinkFor(prefix);
+    assertDelivered(await first.send(batch(0, 100, all), AbortSignal.timeout(30_000)));
+    await first.close();
+    // The zombie read the marker (100) and sent a long batch; its objects landed (late), but it lost
+    // the partition before its state write: allowed 10 object writes (5 hours x 2 namespaces), no more.
+    let writesAllowed = 10;
+    const zombie = sinkFor(prefix, {}, { membershipConfirmed: () => writesAllowed-- > 0 });
+    const late = await zombie.send(batch(100, 260, all), AbortSignal.timeout(30_000));
+    assert.equal(late.status, 'retryable');
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 100 });
+    const zombieKeys = (await listKeys(s3, prefix)).filter((k) => k.endsWith('.ndjson.gz'));
+    // The new owner read the same marker and writes with other batch boundaries.
+    const owner = sinkFor(prefix, {}, { countObjectConflict });
+    for (const [from, to] of [[100, 170], [170, 230], [230, 300]] as const) {
+      assertDelivered(await owner.send(batch(from, to, all), AbortSignal.timeout(30_000)));
+    }
+    await owner.close();
+    await zombie.close();
+    const objects = await readObjects(prefix);
+    const ids = eventIds(objects);
+    assert.equal(ids.length - new Set(ids).size, 0, 'no record twice');
+    assert.equal(new Set(ids).size, 300, 'no record missing');
+    for (const key of zombieKeys) assert.ok(objects.has(key), `the zombie's ${key} kept`);
+    assert.ok(conflicts.length >= 10 && conflicts.every((c) => c === 'resumed'), `conflicts: ${conflicts.join(',')}`);
+    // Its state names the groups written past its marker by the zombie's objects, then forgets them.
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 300 });
+  });
+
+  it('fences a paused member\'s objects that land after the new owner\'s: refused (412), they change nothing', async () => {
+    const prefix = newPrefix();
+    const all = stream(0, 300);
+    const zombie = sinkFor(prefix);
+    const owner = sinkFor(prefix);
+    assertDelivered(await zombie.send(batch(0, 100, all), AbortSignal.timeout(30_000)));
+    // The zombie paused; the owner took over from the marker (100) and wrote up to 230.
+    assertDelivered(await owner.send(batch(100, 170, all), AbortSignal.timeout(30_000)));
+    assertDelivered(await owner.send(batch(170, 230, all), AbortSignal.timeout(30_000)));
+    const etags = async (): Promise<Map<string, string | undefined>> => {
+      const tags = new Map<string, string | undefined>();
+      for (const key of (await listKeys(s3, prefix)).filter((k) => k.endsWith('.ndjson.gz'))) {
+        tags.set(key, (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).ETag);
+      }
+      return tags;
+    };
+    const ownerObjects = await etags();
+    // The zombie's writes land now, cut at its own boundaries: every one finds the owner's object.
+    const late = await zombie.send(batch(100, 260, all), AbortSignal.timeout(30_000));
+    if (late.status !== 'retryable') assert.fail('the zombie\'s state write must fail');
+    assert.match(late.error.message, /changed by another writer/);
+    const after = await etags();
+    for (const [key, etag] of ownerObjects) assert.equal(after.get(key), etag, `${key} unchanged`);
+    assertDelivered(await owner.send(batch(230, 300, all), AbortSignal.timeout(30_000)));
+    await zombie.close();
+    await owner.close();
+    const ids = eventIds(await readObjects(prefix));
+    assert.equal(ids.length - new Set(ids).size, 0, 'no record twice');
+    assert.equal(new Set(ids).size, 300, 'no record missing');
+    assert.deepEqual(await readMarker(prefix), { version: 2, endOffset: 300 });
+  });
+
+  it('keeps an object of an earlier incarnation under the same key and writes beside it; replaces one without metadata', async () => {
+    const prefix = newPrefix();
+    const conflicts: string[] = [];
+    const countObjectConflict = (_sink: string, resolution: string): void => void conflicts.push(resolution);
+    const old = sinkFor(prefix, {}, { topicId: () => Promise.resolve('old-id') });
+    assertDelivered(await old.send(batch(0, 80, stream(0, 80)), AbortSignal.timeout(30_000)));
+    await old.close();
+    const oldKeys = (await listKeys(s3, prefix)).filter((k) => k.endsWith('.ndjson.gz'));
+    // Created again: offsets restart at 0, the same hours, so the same keys. Replayed twice (a crash
+    // before its state): the second run finds its own objects under the alternate keys.
+    const recreated = stream(0, 120).map((r) => sinkRecord({ offset: r.offset, namespace: r.fields.namespace, timeMs: r.fields.timeMs, message: `new incarnation ${String(r.offset)}` }));
+    for (let run = 0; run < 2; run++) {
+      const renewed = sinkFor(prefix, {}, { topicId: () => Promise.resolve('new-id'), countObjectConflict });
+      if (run === 1) await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: [{ Key: stateKeyOf(prefix) }] } }));
+      assertDelivered(await renewed.send({ ...batch(0, 120, recreated), highWatermark: 120 }, AbortSignal.timeout(30_000)));
+      await renewed.close();
+    }
+    const objects = await readObjects(prefix);
+    for (const key of oldKeys) assert.ok(objects.has(key), `the old incarnation's ${key} kept`);
+    const rows = [...objects.values()].flat();
+    assert.equal(rows.length, 200, '80 old rows and 120 new ones');
+    assert.equal(new Set(rows).size, 200, 'no row twice');
+    assert.equal(rows.filter((row) => row.includes('new incarnation')).length, 120);
+    assert.ok([...objects.keys()].some((k) => k.endsWith('+new-id.ndjson.gz')), 'alternate keys name the incarnation');
+    assert.ok(conflicts.includes('earlier_incarnation') && conflicts.includes('resumed'), conflicts.join(','));
+
+    // An object an older logship wrote (no metadata) under a key: replaced, as before the fence.
+    const legacy = newPrefix();
+    const records = stream(0, 10).filter((r) => r.fields.namespace === 'ns-a');
+    const key = `${legacy}/cluster=it/namespace=ns-a/dt=2026-11-22/hour=04/${TOPIC}+${PARTITION}+0.ndjson.gz`;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: gzipSync(`${lineOf(records[0] as SinkRecord).toString('utf8')}\n`) }));
+    const sink = sinkFor(legacy, {}, { countObjectConflict });
+    assertDelivered(await sink.send(batch(0, 10, records), AbortSignal.timeout(30_000)));
+    await sink.close();
+    assert.equal(eventIds(await readObjects(legacy)).length, 5);
+    assert.equal(conflicts.at(-1), 'unmarked');
   });
 
   it('writes an object above the multipart threshold with a multipart upload that reads back intact', async () => {

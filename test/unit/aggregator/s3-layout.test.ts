@@ -5,6 +5,7 @@ import {
   EMPTY_PARTITION_VALUE,
   escapePartitionValue,
   hourIndex,
+  incarnationObjectKey,
   locationTemplate,
   objectKey,
   PARTITION_COLUMNS,
@@ -89,6 +90,13 @@ describe('object and state keys', () => {
     );
     assert.equal(objectKey('', values, 't', 0, 0), 'cluster=prod-apne2/namespace=payments/dt=2026-11-22/hour=04/t+0+0.ndjson.gz');
     assert.equal(objectKey('a/b', values, 't', 0, 7), 'a/b/cluster=prod-apne2/namespace=payments/dt=2026-11-22/hour=04/t+0+7.ndjson.gz');
+  });
+
+  it('names the topic\'s incarnation in the alternate key, in the same folder', () => {
+    assert.ok(values);
+    const key = objectKey('logs', values, 't', 3, 1200);
+    assert.equal(incarnationObjectKey(key, '4d0c6f1e-8a7b-4c2d-9e3f-0a1b2c3d4e5f'), 'logs/cluster=prod-apne2/namespace=payments/dt=2026-11-22/hour=04/t+3+1200+4d0c6f1e-8a7b-4c2d-9e3f-0a1b2c3d4e5f.ndjson.gz');
+    assert.equal(incarnationObjectKey(key, 'a/b'), 'logs/cluster=prod-apne2/namespace=payments/dt=2026-11-22/hour=04/t+3+1200+a%2Fb.ndjson.gz');
   });
 
   it('cannot be steered by hostile partition values: the path keeps exactly four levels', () => {
