@@ -12,15 +12,34 @@
  * written (the high-water marker). It is written after all objects of a batch; a batch below it is
  * acknowledged without writing, a batch straddling it writes only the records at or above it.
  *
- * Why this is crash-consistent: the runner never has two sends of one partition in flight, and a batch
- * is acknowledged only after its marker is written, so at any moment at most one batch's objects are
- * in S3 without a marker covering them, and that batch started at the marker M (or later, past only
- * offsets with no records for this sink). If the process dies between those objects and the marker,
- * the replay writes again from M: in each group, the first record at or after M is the same record as
- * before, so each object of the unmarked batch is rewritten under its own key, whatever the new batch
- * boundaries are; what it held beyond a shorter new batch moves to the next batch's new keys. Nothing
- * is written twice and nothing is skipped. If the marker itself cannot be written, the whole batch is
- * retried (rewriting the same keys) rather than acknowledged, which would break that argument.
+ * The object fence: no write ever replaces an object another write left. Each object is written
+ * with `If-None-Match: *` and carries metadata naming the offset of its last record and the topic's
+ * incarnation (s3-object-fence.ts). Batches hold whole Kafka messages, and an object holds every
+ * record of its group (cluster, namespace, hour) from its first record through that offset. A write
+ * that finds an object under its key (HTTP 412) reads that metadata (HEAD) and:
+ * - this incarnation's object: skips the group's records through its last offset and writes the rest
+ *   under the key of the first one left, again conditionally;
+ * - an earlier incarnation's (a topic deleted and created again restarts at offset 0): keeps it and
+ *   writes under the alternate key naming this incarnation (`...+<firstOffset>+<topicId>.ndjson.gz`);
+ * - no metadata (an older logship's object): replaces it, `If-Match` its ETag, as before the fence.
+ * A group found written past the batch's end is kept in the state object (`heldThrough`: Hive path ->
+ * offset), so the next batch, and a replay from the marker, skip those records too.
+ *
+ * Why nothing is written twice or skipped, whatever the batch boundaries and whoever writes: call the
+ * objects of one group a chain. Every writer starts from a state that was in S3 (read, or its own
+ * last write), so its first object of a group starts at the first record at or after the marker (or
+ * after `heldThrough`), which is where a link of the chain starts or where the chain ends: the writer
+ * that set the marker had written, or found written, every record of the group below it. From there
+ * a 412 leads from link to link (the next starts right after the last offset of the one found), and a
+ * write that succeeds extends the chain where it ends. So:
+ * - a crash between a batch's objects and its marker: the replay walks the objects left (412, HEAD),
+ *   skipping what they hold, and continues after them, even with other batch boundaries;
+ * - a member paused past its session timeout with a PUT on the wire: if its late PUT lands first, the
+ *   new owner's write of that key fails and resumes after it; if the owner's landed first, the late
+ *   PUT fails (412). Either way every row is written once. (MinIO holds the key's lock while it reads a
+ *   conditional PUT's body, so the owner's write waits for the paused PUT to end.) Multipart uploads
+ *   carry the condition on CompleteMultipartUpload, where it is checked.
+ * One HEAD per object that found another, nothing more on the normal path.
  *
  * Agent replays (the same lines sent again as new Kafka messages) are recognised by their origin (see
  * replay-filter.ts); the origins' high offsets are part of the same state object, written in the same
@@ -31,15 +50,12 @@
  *   again, or one above the partition's high watermark, is discarded with a warning;
  * - it is written conditionally, `If-Match` the ETag read (`If-None-Match: *` when there was none), so
  *   a member that lost the partition while paused cannot move it: its write fails and it reads again;
- * - before writing the objects of a batch with a cached state, the sink checks (HEAD, `If-Match`) that
- *   the state object is still the one it last wrote, so such a member does not start overwriting the
- *   new owner's objects either;
  * - each object and state write first asks whether the group confirmed this member lately
  *   (`membershipConfirmed`): a member paused past its session timeout stops before its next write.
- *   Not covered: a PUT already on the wire when the pause began lands when the member resumes (same
- *   keys, other batch boundaries: duplicates or lost rows). Fencing that needs object writes that
- *   cannot replace another writer's object (`If-None-Match: *` plus resuming after what an existing
- *   object holds).
+ *
+ * Limits: without topic IDs (Kafka before 2.8), an object of an earlier incarnation is recognised
+ * only by a last offset at or above the high watermark, and then replaced (there is no incarnation to
+ * name an alternate key with); once the new incarnation's offsets pass it, it is taken for this one's.
  *
  * The state is a cache-backed read: read once per partition on its first send (or after `release`),
  * then kept in a bounded map; an entry dropped from the map is read again from S3, which holds the truth.
