@@ -116,10 +116,10 @@ describe('aggregator: a member paused past its session timeout, then resumed', (
     const pid = first.child.pid;
     assert.ok(pid !== undefined);
     const stopping = stopDuringLargeWrite(pid, 90_000);
-    let stopped = false;
-    void stopping.then((s) => (stopped = s));
+    const watch = { done: false };
+    void stopping.finally(() => (watch.done = true));
     // Six at a time: a produce request's batch for one partition stays under the broker's 1 MB limit.
-    for (let round = 0; round < 1_000 && !stopped; round++) await send(6, LARGE_MESSAGE_BYTES);
+    for (let round = 0; round < 1_000 && !watch.done; round++) await send(6, LARGE_MESSAGE_BYTES);
     assert.ok(await stopping, 'the first member was stopped while it wrote a large object');
     t.diagnostic(`first member stopped after ${String(n)} records`);
     await send(2_000);
