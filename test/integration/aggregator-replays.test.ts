@@ -134,6 +134,7 @@ describe('aggregator replay detection', () => {
 
   it('writes the records of a topic deleted and created again, though state of the old one exists', async () => {
     // The old incarnation has state in S3 (previous test): 1,200 + messages on two partitions.
+    const oldRows = rowCounts(await readS3Objects(s3, name));
     await producer.deleteTopics([topic]);
     await waitFor('the topic deleted', async () => {
       try {
@@ -147,7 +148,7 @@ describe('aggregator replay detection', () => {
     const reborn = lines(10_000, 12_000).map((r) => ({ ...r, event_id: `new-${r.event_id}` }));
     await sendByPod(producer, topic, reborn, 1);
     aggregator = startAggregatorProcess(config());
-    await aggregator.opsUrl;
+    const ops = await aggregator.opsUrl;
     await waitFor(
       `the ${String(reborn.length)} records of the new topic in S3`,
       async () => [...rowCounts(await readS3Objects(s3, name)).keys()].filter((id) => id.startsWith('new-')).length >= reborn.length,
@@ -156,6 +157,10 @@ describe('aggregator replay detection', () => {
     );
     const counts = rowCounts(await readS3Objects(s3, name));
     assert.equal([...counts.values()].filter((c) => c > 1).length, 0, 'no duplicate row');
+    // Offsets restart at 0 in the same hour, so the new incarnation's first keys are the old ones:
+    // the old objects are kept and the new records go under keys naming the new incarnation.
+    assert.deepEqual([...oldRows.keys()].filter((id) => counts.get(id) !== 1), [], 'every row of the old incarnation still there');
+    assert.ok((await metricValue(ops, 'logship_aggregator_s3_object_conflicts_total', { resolution: 'earlier_incarnation' })) > 0, 'objects of the old incarnation met under the new one\'s keys');
     assert.equal(await aggregator.stop(), 0);
     aggregator = undefined;
   });
