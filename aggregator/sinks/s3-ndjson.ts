@@ -209,22 +209,23 @@ class S3NdjsonSink implements Sink {
     const { groups, rejected } = this.group(records, state.held);
     const delivered: SendResult = { status: 'delivered', ...(rejected.length > 0 ? { rejected } : {}), ...(replaysDropped > 0 ? { replaysDropped } : {}) };
     // Nothing to write: the marker stays where it is. That is safe: the offsets skipped hold no record
-    // for this sink, or only replays, so a replay from the marker finds the same first records and
-    // judges the same replays (see the comment at the top).
+    // for this sink, only replays, or records existing objects hold (`held`, kept in the state), so a
+    // replay from the marker finds the same first records and judges the same replays (see the top).
     if (groups.length === 0) return delivered;
 
     const view: WriterView = { topicId: state.topicId, highWatermark: batch.highWatermark };
     const failed = await this.writeGroups(groups, topic, partition, view, signal);
     if (failed.groups.length > 0) {
-      // The whole batch again, rewriting the objects already written under the same keys: the state
-      // written at the end must hold the origins of every record of the batch.
+      // The whole batch again: the objects already written are found under the same keys and resumed
+      // after (412, HEAD), and the state written at the end holds the origins of every record.
       const result = retryable(failed.error, signal, `writing ${failed.groups.length} of ${groups.length} objects of ${topic}/${partition}`);
       return rejected.length > 0 && !signal.aborted ? { ...result, rejected } : result;
     }
     try {
       await this.writeState(topic, partition, state, batch.endOffset, verdict?.highs, heldPastMarker(state.held, failed.held, batch.endOffset), signal);
     } catch (error) {
-      // The whole batch again (same keys), so that no batch is acknowledged without its marker.
+      // The whole batch again (its objects are found and resumed after), so that no batch is
+      // acknowledged without its marker.
       if (error instanceof StateConflictError) this.release(topic, partition);
       return retryable(error, signal, `writing the state of ${topic}/${partition}`);
     }
