@@ -16,7 +16,7 @@ import { ensureDir, logFile, runningPid, secondsSince, StackError, stackPaths, s
 import { elasticsearchUrl, installElasticsearch, startElasticsearch, waitForElasticsearch } from './elasticsearch.js';
 import type { StackEndpoints } from './endpoints.js';
 import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, waitForKafka } from './kafka.js';
-import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
+import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, migrateServiceCidr, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
 import { installNode, NODE_SERVERS, nodeEndpoint, nodeStatus, startNode, stopNode } from './node.js';
 import { stackLog, tailAlreadyShown, withProgress } from './progress.js';
@@ -65,6 +65,7 @@ const STEPS: Step[] = [
     start: async (paths) => {
       if (runningPid(paths, 'etcd') === undefined) startEtcd(paths);
       await waitForEtcd(paths, 60_000);
+      await migrateServiceCidr(paths, progress);
       if (runningPid(paths, 'kube-apiserver') === undefined) await startApiServer(paths);
       await waitForApiServer(paths, 120_000);
     },
