@@ -6,7 +6,7 @@
  * No kubelet, scheduler or controller-manager run: pods are stored (Pending) with `spec.nodeName`.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, readFileSync, renameSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDir, httpGet, logFile, runLogged, runningPid, SCRIPT_DIR, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
 import { caFile, ensureServerCertificate } from './pki.js';
@@ -55,6 +55,11 @@ export function wrapperModule(paths: StackPaths, name: string): string {
   return module;
 }
 
+/**
+ * etcd, kube-apiserver and kubectl in one `go build` (one process schedules every package of the
+ * three on all cores and links them side by side); the node's binaries are built after it, from the
+ * same Go build cache (scripts/stack/node.ts).
+ */
 export async function installKubernetes(paths: StackPaths): Promise<boolean> {
   const wanted = (['etcd', 'kube-apiserver', 'kubectl'] as const).filter((b) => !existsSync(kubeBinary(paths, b)));
   if (wanted.length === 0) return false;
@@ -66,13 +71,14 @@ export async function installKubernetes(paths: StackPaths): Promise<boolean> {
     'kube-apiserver': 'k8s.io/kubernetes/cmd/kube-apiserver',
     kubectl: 'k8s.io/kubernetes/cmd/kubectl',
   };
+  const out = join(paths.build, 'kube-bin');
+  rmSync(out, { recursive: true, force: true });
+  ensureDir(out);
   ensureDir(paths.bin);
-  for (const [i, binary] of wanted.entries()) {
-    const out = `${kubeBinary(paths, binary)}.tmp`;
-    const label = `kubernetes: building ${binary} ${binary === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes} from source (go build, ${i + 1} of ${wanted.length})`;
-    await runWithProgress(label, 'go', ['build', '-ldflags', versionLdflags(), '-o', out, targets[binary]], log, { cwd: module, env });
-    renameSync(out, kubeBinary(paths, binary));
-  }
+  const names = wanted.map((b) => `${b} ${b === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes}`).join(', ');
+  // -v: each compiled package's path goes to the log, and the progress line shows the latest.
+  await runWithProgress(`kubernetes: building ${names} from source (one go build; ~12 CPU-minutes on a cold Go cache)`, 'go', ['build', '-v', '-ldflags', versionLdflags(), '-o', `${out}/`, ...wanted.map((b) => targets[b])], log, { cwd: module, env });
+  for (const binary of wanted) renameSync(join(out, binary), kubeBinary(paths, binary));
   return true;
 }
 

@@ -91,9 +91,15 @@ function progress(message: string): void {
 
 // ---- install ----------------------------------------------------------------------------------------
 
-export async function installNode(paths: StackPaths): Promise<boolean> {
+/**
+ * `beforeBuild` settles when kube-apiserver's build (if one runs in the same `stack up`) is done: the
+ * node's Go build then compiles only what kube-apiserver, kubectl and etcd do not share with it,
+ * instead of compiling the same packages a second time at the same moment on the same cores.
+ */
+export async function installNode(paths: StackPaths, beforeBuild: () => Promise<void> = () => Promise.resolve()): Promise<boolean> {
   if (process.getuid?.() !== 0) throw new StackError('the node needs root (containerd, mounts, cgroups): run `stack up node` as root');
   const packages = await installDebianPackages(paths);
+  if (NODE_BINARIES.some((b) => !existsSync(nodeBinary(paths, b)))) await beforeBuild();
   const built = await buildNodeBinaries(paths);
   return packages || built;
 }
@@ -133,8 +139,8 @@ export function nodeBinary(paths: StackPaths, name: (typeof NODE_BINARIES)[numbe
 
 /**
  * kubelet, kube-controller-manager and kube-scheduler in one `go build` (they share most packages),
- * in a copy of the wrapper module of its own (kube-apiserver's build may run at the same time in the
- * other copy; the Go build cache is shared). Prints how many packages it compiled every 30 s.
+ * in a copy of the wrapper module of its own, after kube-apiserver's build when both are needed (the
+ * Go build cache is shared). Prints how many packages it compiled every 30 s.
  */
 async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   const wanted = NODE_BINARIES.filter((b) => !existsSync(nodeBinary(paths, b)));
@@ -145,7 +151,7 @@ async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   rmSync(out, { recursive: true, force: true });
   ensureDir(out);
   const t0 = Date.now();
-  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~15-25 CPU-minutes on a cold Go cache)`);
+  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~9 CPU-minutes on a cold Go cache, less after kube-apiserver's build)`);
   let packages = 0;
   const timer = setInterval(() => progress(`still building: ${packages} packages compiled, ${secondsSince(t0)}s`), 30_000);
   try {

@@ -2,9 +2,11 @@
  * logship on the stack's real node (scripts/stack/node.ts): k8s/ applied through the test-node
  * overlay, the images assembled from the working tree (scripts/images.ts), workload pods whose logs
  * containerd writes and the kubelet rotates. Mid-run the agent pod is deleted (the DaemonSet
- * controller recreates it), the DaemonSet is restarted by a rollout, a workload pod is deleted, and
- * a short-lived pod prints 100 lines within a second. At the end S3 and Elasticsearch hold every
- * line exactly once, each record enriched with the real pod's labels, uid, container id and image.
+ * controller recreates it), the DaemonSet is restarted by a rollout, a workload pod is deleted, a
+ * short-lived pod prints 100 lines within a second, and a container crash-loops (the kubelet restarts
+ * it into 1.log, 2.log… and garbage-collects the old instances' files). At the end S3 and
+ * Elasticsearch hold every line exactly once, each record enriched with the real pod's labels, uid,
+ * image and the id of the container instance that wrote it.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
