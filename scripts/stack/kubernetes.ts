@@ -169,7 +169,8 @@ function serviceCidrStamp(paths: StackPaths): string {
  * Brings an existing install to SERVICE_CIDR, once: the range lives in etcd (the default ServiceCIDR
  * object `kubernetes`, the `kubernetes` Service's ClusterIP and the IPAddress objects that hold
  * allocated IPs), and an API server started with another range keeps them. When the stamp does not
- * name SERVICE_CIDR, this stops the API server (if it runs), deletes from the stack's etcd the
+ * name SERVICE_CIDR (or an API server with another range runs, started by an older copy of this
+ * script), this stops the API server (if it runs), deletes from the stack's etcd the
  * ServiceCIDR `kubernetes` unless it already holds SERVICE_CIDR, every IPAddress outside it and every
  * Service that holds one of those IPs, and leaves the API server stopped: its next start recreates
  * the ServiceCIDR and the `kubernetes` Service in the new range. Other objects are kept. Idempotent.
@@ -177,11 +178,12 @@ function serviceCidrStamp(paths: StackPaths): string {
  */
 export async function migrateServiceCidr(paths: StackPaths, progress: (message: string) => void): Promise<boolean> {
   const stamp = serviceCidrStamp(paths);
-  if (existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === SERVICE_CIDR) return false;
   const pid = runningPid(paths, 'kube-apiserver');
   const running = pid === undefined ? undefined : readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').find((a) => a.startsWith('--service-cluster-ip-range='));
+  const runsWanted = running === undefined || running === `--service-cluster-ip-range=${SERVICE_CIDR}`;
+  if (runsWanted && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === SERVICE_CIDR) return false;
   const removed = await staleServiceRangeKeys(paths);
-  if (removed.length === 0 && (running === undefined || running === `--service-cluster-ip-range=${SERVICE_CIDR}`)) {
+  if (removed.length === 0 && runsWanted) {
     writeFileAtomic(stamp, `${SERVICE_CIDR}\n`);
     return false;
   }
