@@ -77,7 +77,7 @@ export async function installKubernetes(paths: StackPaths): Promise<boolean> {
   ensureDir(paths.bin);
   const names = wanted.map((b) => `${b} ${b === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes}`).join(', ');
   // -v: each compiled package's path goes to the log, and the progress line shows the latest.
-  await runWithProgress(`kubernetes: building ${names} from source (one go build; ~12 CPU-minutes on a cold Go cache)`, 'go', ['build', '-v', '-ldflags', versionLdflags(), '-o', `${out}/`, ...wanted.map((b) => targets[b])], log, { cwd: module, env });
+  await runWithProgress(`kubernetes: building ${names} from source (one go build; ~8 CPU-minutes on a cold Go cache)`, 'go', ['build', '-v', '-ldflags', versionLdflags(), '-o', `${out}/`, ...wanted.map((b) => targets[b])], log, { cwd: module, env });
   for (const binary of wanted) renameSync(join(out, binary), kubeBinary(paths, binary));
   return true;
 }

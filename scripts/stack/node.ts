@@ -151,7 +151,7 @@ async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   rmSync(out, { recursive: true, force: true });
   ensureDir(out);
   const t0 = Date.now();
-  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~9 CPU-minutes on a cold Go cache, less after kube-apiserver's build)`);
+  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~2.5 CPU-minutes after kube-apiserver's build, ~9 on a cold Go cache)`);
   let packages = 0;
   const timer = setInterval(() => progress(`still building: ${packages} packages compiled, ${secondsSince(t0)}s`), 30_000);
   try {
