@@ -19,7 +19,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureDir, httpGet, logFile, runLogged, runningPid, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
-import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer, wrapperModule } from './kubernetes.js';
+import { apiServerUrl, kubeBinary, kubeconfigPath, migrateServiceCidr, startApiServer, versionLdflags, waitForApiServer, wrapperModule } from './kubernetes.js';
 import type { StackEndpoints } from './endpoints.js';
 import { caFile, ensureCa } from './pki.js';
 import { stackLog } from './progress.js';
@@ -279,6 +279,7 @@ async function ensureApiServerAdmitsServiceAccounts(paths: StackPaths): Promise<
   if (!cmdline.includes('--disable-admission-plugins=ServiceAccount')) return;
   progress('restarting kube-apiserver with the ServiceAccount admission plugin (the controller-manager now creates ServiceAccounts)');
   await stopDaemon(paths, 'kube-apiserver');
+  await migrateServiceCidr(paths, progress);
   await startApiServer(paths);
   await waitForApiServer(paths, 120_000);
 }
