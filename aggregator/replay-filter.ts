@@ -3,9 +3,9 @@
  * from its checkpoint and re-read lines Kafka had already acknowledged). Such a replay reaches Kafka
  * as new messages with new offsets, so offsets cannot tell; the record's origin can.
  *
- * The agent's `event_id` is 32 lowercase hex digits: 20 naming the file (a hash of cluster, node and
- * the file's identity: device, inode, head fingerprint) followed by 12 giving the line's byte offset
- * in it. One pod's lines share a Kafka key, hence a partition, and the agent produces each file's
+ * The agent's `event_id` is 32 lowercase hex digits: 20 naming the file (a hash of cluster, node, the
+ * file's canonical path and its head fingerprint: the same after rotation and compression) followed
+ * by 12 giving the line's byte offset in it. One pod's lines share a Kafka key, hence a partition, and the agent produces each file's
  * lines of one stream in offset order (the other stream's lines may come between: a long line's
  * chunks are merged per stream). So, per partition, a record whose (file, stream) already has a
  * written record at the same or a higher byte offset is a replay: it is dropped and counted.

@@ -24,7 +24,7 @@ export const CONFIG_DOC_PATH = resolve(REPO_ROOT, 'docs', 'configuration.md');
 /** The smallest useful agent configuration; the generator checks it against the schema. */
 export const AGENT_EXAMPLE_YAML = `cluster: prod-apne2
 # nodeName usually comes from the downward API: LOGSHIP_NODE_NAME (see below).
-nodeName: ip-10-0-1-2
+nodeName: ip-192-0-2-10
 kafka:
   brokers: [kafka-0.kafka:9092, kafka-1.kafka:9092]
 `;

@@ -265,6 +265,50 @@ export async function createWorkloadPod(run: NodeRun, image: string, plan: Workl
   });
 }
 
+/**
+ * A container that prints `lines` numbered lines and a last one, then exits with status 3; the
+ * kubelet restarts it after its back-off (10 s, 20 s, 40 s…), and each instance writes its own
+ * `<restart>.log`. Every line names its run (`run=<n>`, counted in an emptyDir that outlives the
+ * container), so a test can tell which instance wrote it.
+ */
+export async function createCrashLoopPod(run: NodeRun, image: string, name: string, lines: number): Promise<V1Pod> {
+  const script = [
+    'n=$(cat /state/runs 2>/dev/null || echo 0)',
+    'echo $((n+1)) > /state/runs',
+    'i=0',
+    `while [ $i -lt ${lines} ]; do echo "$POD run=$n seq=$i crash-looping container, about to fail"; i=$((i+1)); done`,
+    'echo "$POD run=$n seq=$i last"',
+    'exit 3',
+  ].join('\n');
+  return run.kube.core.createNamespacedPod({
+    namespace: run.namespace,
+    body: {
+      metadata: { name, labels: { [WORKLOAD_LABEL]: run.id, app: name, tier: 'crash' } },
+      spec: {
+        tolerations: [{ key: NODE_TAINT_KEY, operator: 'Exists', effect: 'NoSchedule' }],
+        restartPolicy: 'Always',
+        terminationGracePeriodSeconds: 1,
+        enableServiceLinks: false,
+        automountServiceAccountToken: false,
+        securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+        volumes: [{ name: 'state', emptyDir: { sizeLimit: '1Mi' } }],
+        containers: [
+          {
+            name: 'app',
+            image,
+            imagePullPolicy: 'Never',
+            command: ['sh', '-c', script],
+            env: [{ name: 'POD', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
+            volumeMounts: [{ name: 'state', mountPath: '/state' }],
+            resources: { requests: { cpu: '10m', memory: '8Mi' }, limits: { cpu: '250m', memory: '32Mi' } },
+            securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+          },
+        ],
+      },
+    },
+  });
+}
+
 /** The pod's container log folder on the node: `<podLogsDir>/<ns>_<pod>_<uid>/<container>`. */
 export function containerLogDir(run: NodeRun, pod: V1Pod, container = 'app'): string {
   return join(nodeEndpoint(stackPaths()).podLogsDir, `${run.namespace}_${pod.metadata?.name ?? ''}_${pod.metadata?.uid ?? ''}`, container);

@@ -63,7 +63,7 @@ const NGINX: ContainerPlan = {
   stdout: (c) => {
     const path = pick(c.rnd, PATHS);
     const status = c.rnd() < 0.04 ? pick(c.rnd, [404, 499, 502]) : 200;
-    return `10.0.${int(c.rnd, 0, 9)}.${int(c.rnd, 2, 250)} - - "GET ${path} HTTP/1.1" ${status} ${int(c.rnd, 120, 48_000)} "-" "Mozilla/5.0" rt=${(c.rnd() / 5).toFixed(3)} req_id=${c.id}`;
+    return `198.51.100.${int(c.rnd, 0, 9) * 25 + int(c.rnd, 2, 24)} - - "GET ${path} HTTP/1.1" ${status} ${int(c.rnd, 120, 48_000)} "-" "Mozilla/5.0" rt=${(c.rnd() / 5).toFixed(3)} req_id=${c.id}`;
   },
   stderr: (c) => `[warn] 29#29: *${int(c.rnd, 1, 99_999)} upstream response is buffered to a temporary file /var/cache/nginx/proxy_temp/1/00/${int(c.rnd, 1_000, 9_999)} req_id=${c.id}`,
 };

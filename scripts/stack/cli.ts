@@ -16,7 +16,7 @@ import { ensureDir, logFile, runningPid, secondsSince, StackError, stackPaths, s
 import { elasticsearchUrl, installElasticsearch, startElasticsearch, waitForElasticsearch } from './elasticsearch.js';
 import type { StackEndpoints } from './endpoints.js';
 import { ensureKafkaRunning, installKafka, kafkaBrokers, kafkaSecureEndpoint, waitForKafka } from './kafka.js';
-import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
+import { apiServerUrl, caFile, etcdUrl, installKubernetes, kubeconfigPath, migrateServiceCidr, startApiServer, startEtcd, waitForApiServer, waitForEtcd } from './kubernetes.js';
 import { installMinio, MINIO_ACCESS_KEY, minioEndpoint, minioSecretFile, startMinio, waitForMinio } from './minio.js';
 import { installNode, NODE_SERVERS, nodeEndpoint, nodeStatus, startNode, stopNode } from './node.js';
 import { stackLog, tailAlreadyShown, withProgress } from './progress.js';
@@ -27,7 +27,8 @@ const SERVERS = [...NODE_SERVERS, 'kube-apiserver', 'etcd', 'kafka', 'elasticsea
 
 interface Step {
   name: string;
-  install: (paths: StackPaths) => Promise<boolean>;
+  /** `installed(step)` settles when that step's install (in this run) is done, successful or not. */
+  install: (paths: StackPaths, installed: (step: string) => Promise<void>) => Promise<boolean>;
   /** Starts whatever is not running and waits until it answers. */
   start: (paths: StackPaths) => Promise<void>;
   /** A step whose servers must be up before this one starts (when both are part of the run). */
@@ -65,13 +66,18 @@ const STEPS: Step[] = [
     start: async (paths) => {
       if (runningPid(paths, 'etcd') === undefined) startEtcd(paths);
       await waitForEtcd(paths, 60_000);
+      await migrateServiceCidr(paths, progress);
       if (runningPid(paths, 'kube-apiserver') === undefined) await startApiServer(paths);
       await waitForApiServer(paths, 120_000);
     },
   },
   {
     name: 'node',
-    install: installNode,
+    // Its Go build reuses what kube-apiserver's build compiled: the two never compile the same packages at once.
+    install: (paths, installed) => installNode(paths, async () => {
+      progress('node: building after the kubernetes step installed (the node build reuses its compiled packages)');
+      await installed('kubernetes');
+    }),
     start: startNode,
     after: 'kubernetes',
   },
@@ -110,13 +116,19 @@ async function up(paths: StackPaths, only: string[]): Promise<number> {
   ensureDir(paths.logs);
   const timings: Record<string, { installSeconds: number; installed: boolean; startSeconds: number }> = {};
   const running = new Map<string, Promise<void>>();
+  const installs = new Map<string, Promise<boolean>>();
+  const installedStep = async (name: string): Promise<void> => {
+    await installs.get(name)?.catch(() => undefined);
+  };
   for (const step of steps) {
     running.set(
       step.name,
       (async () => {
         const t0 = Date.now();
         progress(`${step.name}: checking installation`);
-        const installed = await step.install(paths);
+        const install = step.install(paths, installedStep);
+        installs.set(step.name, install);
+        const installed = await install;
         const installSeconds = secondsSince(t0);
         if (installed) progress(`${step.name}: installed in ${installSeconds}s`);
         // A failure there is reported by that step; this one then fails on its own check.

@@ -6,9 +6,9 @@
  * No kubelet, scheduler or controller-manager run: pods are stored (Pending) with `spec.nodeName`.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, readFileSync, renameSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, httpGet, logFile, runLogged, SCRIPT_DIR, startDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
+import { ensureDir, httpGet, logFile, runLogged, runningPid, SCRIPT_DIR, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
 import { caFile, ensureServerCertificate } from './pki.js';
 import { runWithProgress } from './progress.js';
 import { HOST, PORTS, VERSIONS } from './versions.js';
@@ -16,6 +16,14 @@ import { HOST, PORTS, VERSIONS } from './versions.js';
 export { caFile } from './pki.js';
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
+/**
+ * The Services' virtual IP range: part of 198.18.0.0/15 (RFC 2544, benchmarking), so that no
+ * address the stack hands out (the `kubernetes` Service's 198.18.0.1, which the kubelet puts into
+ * every pod's KUBERNETES_SERVICE_HOST) falls in the private ranges 10/8, 172.16/12 or 192.168/16
+ * that real networks use. Nothing routes to it: the stack has no kube-proxy.
+ */
+export const SERVICE_CIDR = '198.18.0.0/16';
 
 export function kubeBinary(paths: StackPaths, name: 'kube-apiserver' | 'kubectl' | 'etcd'): string {
   return join(paths.bin, `${name}-${VERSIONS.kubernetes}`);
@@ -47,6 +55,11 @@ export function wrapperModule(paths: StackPaths, name: string): string {
   return module;
 }
 
+/**
+ * etcd, kube-apiserver and kubectl in one `go build` (one process schedules every package of the
+ * three on all cores and links them side by side); the node's binaries are built after it, from the
+ * same Go build cache (scripts/stack/node.ts).
+ */
 export async function installKubernetes(paths: StackPaths): Promise<boolean> {
   const wanted = (['etcd', 'kube-apiserver', 'kubectl'] as const).filter((b) => !existsSync(kubeBinary(paths, b)));
   if (wanted.length === 0) return false;
@@ -58,13 +71,14 @@ export async function installKubernetes(paths: StackPaths): Promise<boolean> {
     'kube-apiserver': 'k8s.io/kubernetes/cmd/kube-apiserver',
     kubectl: 'k8s.io/kubernetes/cmd/kubectl',
   };
+  const out = join(paths.build, 'kube-bin');
+  rmSync(out, { recursive: true, force: true });
+  ensureDir(out);
   ensureDir(paths.bin);
-  for (const [i, binary] of wanted.entries()) {
-    const out = `${kubeBinary(paths, binary)}.tmp`;
-    const label = `kubernetes: building ${binary} ${binary === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes} from source (go build, ${i + 1} of ${wanted.length})`;
-    await runWithProgress(label, 'go', ['build', '-ldflags', versionLdflags(), '-o', out, targets[binary]], log, { cwd: module, env });
-    renameSync(out, kubeBinary(paths, binary));
-  }
+  const names = wanted.map((b) => `${b} ${b === 'etcd' ? VERSIONS.etcd : VERSIONS.kubernetes}`).join(', ');
+  // -v: each compiled package's path goes to the log, and the progress line shows the latest.
+  await runWithProgress(`kubernetes: building ${names} from source (one go build; ~8 CPU-minutes on a cold Go cache)`, 'go', ['build', '-v', '-ldflags', versionLdflags(), '-o', `${out}/`, ...wanted.map((b) => targets[b])], log, { cwd: module, env });
+  for (const binary of wanted) renameSync(join(out, binary), kubeBinary(paths, binary));
   return true;
 }
 
@@ -131,7 +145,7 @@ export async function startApiServer(paths: StackPaths): Promise<void> {
       `--service-account-issuer=${ISSUER}`,
       `--service-account-key-file=${join(pki, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
-      '--service-cluster-ip-range=10.96.0.0/16',
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
       // Without a controller-manager (the node's, scripts/stack/node.ts) no "default" ServiceAccount is
       // ever created; the admission plugin that requires it would reject every pod. Tokens still work
       // (TokenRequest API). Once the node is installed, the plugin is on.
@@ -144,6 +158,91 @@ export async function startApiServer(paths: StackPaths): Promise<void> {
     ],
     marker: `--secure-port=${PORTS.kubeApiserver}`,
   });
+}
+
+/** Where the service range the stack's etcd data was made with is recorded. */
+function serviceCidrStamp(paths: StackPaths): string {
+  return join(paths.run, 'kubernetes', 'service-cidr');
+}
+
+/**
+ * Brings an existing install to SERVICE_CIDR, once: the range lives in etcd (the default ServiceCIDR
+ * object `kubernetes`, the `kubernetes` Service's ClusterIP and the IPAddress objects that hold
+ * allocated IPs), and an API server started with another range keeps them. When the stamp does not
+ * name SERVICE_CIDR (or an API server with another range runs, started by an older copy of this
+ * script), this stops the API server (if it runs), deletes from the stack's etcd the
+ * ServiceCIDR `kubernetes` unless it already holds SERVICE_CIDR, every IPAddress outside it and every
+ * Service that holds one of those IPs, and leaves the API server stopped: its next start recreates
+ * the ServiceCIDR and the `kubernetes` Service in the new range. Other objects are kept. Idempotent.
+ * Returns true when it stopped the API server.
+ */
+export async function migrateServiceCidr(paths: StackPaths, progress: (message: string) => void): Promise<boolean> {
+  const stamp = serviceCidrStamp(paths);
+  const pid = runningPid(paths, 'kube-apiserver');
+  const running = pid === undefined ? undefined : readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').find((a) => a.startsWith('--service-cluster-ip-range='));
+  const runsWanted = running === undefined || running === `--service-cluster-ip-range=${SERVICE_CIDR}`;
+  if (runsWanted && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === SERVICE_CIDR) return false;
+  const removed = await staleServiceRangeKeys(paths);
+  if (removed.length === 0 && runsWanted) {
+    writeFileAtomic(stamp, `${SERVICE_CIDR}\n`);
+    return false;
+  }
+  progress(
+    `kubernetes: moving the Service range to ${SERVICE_CIDR} (${running === undefined ? 'stored' : running.replace('--service-cluster-ip-range=', 'running with ')}): ` +
+      `restarting kube-apiserver once and deleting from the stack's own etcd ${removed.length === 0 ? 'nothing' : removed.join(', ')}; the API server recreates the default ServiceCIDR and the kubernetes Service`,
+  );
+  const stopped = await stopDaemon(paths, 'kube-apiserver');
+  // Read again with the API server stopped: nothing allocates meanwhile.
+  for (const key of await staleServiceRangeKeys(paths)) await etcdKv('deleterange', { key: b64(key) });
+  writeFileAtomic(stamp, `${SERVICE_CIDR}\n`);
+  return stopped;
+}
+
+/** The etcd keys that tie the stack to a Service range other than SERVICE_CIDR. */
+export async function staleServiceRangeKeys(paths: StackPaths): Promise<string[]> {
+  if (!existsSync(join(paths.run, 'etcd', 'data'))) return [];
+  const keys: string[] = [];
+  const cidr = await etcdRange('/registry/servicecidrs/kubernetes');
+  for (const { key, value } of cidr) if (!value.includes(Buffer.from(SERVICE_CIDR))) keys.push(key);
+  const staleIps = (await etcdRange('/registry/ipaddresses/', true)).map(({ key }) => key).filter((key) => !inServiceCidr(key.slice('/registry/ipaddresses/'.length)));
+  keys.push(...staleIps);
+  const ips = staleIps.map((key) => key.slice('/registry/ipaddresses/'.length));
+  if (ips.length > 0) {
+    // A Service holds its ClusterIPs as protobuf strings: a length byte, then the text.
+    const needles = ips.map((ip) => Buffer.concat([Buffer.from([ip.length]), Buffer.from(ip)]));
+    for (const { key, value } of await etcdRange('/registry/services/specs/', true)) if (needles.some((n) => value.includes(n))) keys.push(key);
+  }
+  return keys;
+}
+
+function inServiceCidr(ip: string): boolean {
+  const [base = '', bits = '32'] = SERVICE_CIDR.split('/');
+  const toInt = (text: string): number | undefined => {
+    const parts = text.split('.').map(Number);
+    return parts.length === 4 && parts.every((p) => Number.isInteger(p) && p >= 0 && p <= 255) ? parts.reduce((acc, p) => acc * 256 + p, 0) : undefined;
+  };
+  const value = toInt(ip);
+  const start = toInt(base) ?? 0;
+  return value !== undefined && value >= start && value < start + 2 ** (32 - Number(bits));
+}
+
+function b64(text: string): string {
+  return Buffer.from(text).toString('base64');
+}
+
+/** The gRPC gateway of the stack's etcd (JSON over HTTP on its client URL). */
+async function etcdKv(op: 'range' | 'deleterange', body: Record<string, unknown>): Promise<{ kvs?: { key: string; value?: string }[] }> {
+  const res = await fetch(`${etcdUrl()}/v3/kv/${op}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
+  if (!res.ok) throw new StackError(`etcd ${op} answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as { kvs?: { key: string; value?: string }[] };
+}
+
+/** Keys equal to `key`, or starting with it when `prefix`. */
+async function etcdRange(key: string, prefix = false): Promise<{ key: string; value: Buffer }[]> {
+  const end = prefix ? Buffer.from(key) : undefined;
+  if (end !== undefined) end[end.length - 1] = (end[end.length - 1] ?? 0) + 1;
+  const res = await etcdKv('range', { key: b64(key), ...(end === undefined ? {} : { range_end: end.toString('base64') }) });
+  return (res.kvs ?? []).map((kv) => ({ key: Buffer.from(kv.key, 'base64').toString(), value: Buffer.from(kv.value ?? '', 'base64') }));
 }
 
 export async function waitForApiServer(paths: StackPaths, timeoutMs: number): Promise<void> {

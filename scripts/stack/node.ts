@@ -19,7 +19,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureDir, httpGet, logFile, runLogged, runningPid, secondsSince, StackError, startDaemon, stopDaemon, waitUntilReady, writeFileAtomic, type StackPaths } from './context.js';
-import { apiServerUrl, kubeBinary, kubeconfigPath, startApiServer, versionLdflags, waitForApiServer, wrapperModule } from './kubernetes.js';
+import { apiServerUrl, kubeBinary, kubeconfigPath, migrateServiceCidr, startApiServer, versionLdflags, waitForApiServer, wrapperModule } from './kubernetes.js';
 import type { StackEndpoints } from './endpoints.js';
 import { caFile, ensureCa } from './pki.js';
 import { stackLog } from './progress.js';
@@ -91,9 +91,15 @@ function progress(message: string): void {
 
 // ---- install ----------------------------------------------------------------------------------------
 
-export async function installNode(paths: StackPaths): Promise<boolean> {
+/**
+ * `beforeBuild` settles when kube-apiserver's build (if one runs in the same `stack up`) is done: the
+ * node's Go build then compiles only what kube-apiserver, kubectl and etcd do not share with it,
+ * instead of compiling the same packages a second time at the same moment on the same cores.
+ */
+export async function installNode(paths: StackPaths, beforeBuild: () => Promise<void> = () => Promise.resolve()): Promise<boolean> {
   if (process.getuid?.() !== 0) throw new StackError('the node needs root (containerd, mounts, cgroups): run `stack up node` as root');
   const packages = await installDebianPackages(paths);
+  if (NODE_BINARIES.some((b) => !existsSync(nodeBinary(paths, b)))) await beforeBuild();
   const built = await buildNodeBinaries(paths);
   return packages || built;
 }
@@ -133,8 +139,8 @@ export function nodeBinary(paths: StackPaths, name: (typeof NODE_BINARIES)[numbe
 
 /**
  * kubelet, kube-controller-manager and kube-scheduler in one `go build` (they share most packages),
- * in a copy of the wrapper module of its own (kube-apiserver's build may run at the same time in the
- * other copy; the Go build cache is shared). Prints how many packages it compiled every 30 s.
+ * in a copy of the wrapper module of its own, after kube-apiserver's build when both are needed (the
+ * Go build cache is shared). Prints how many packages it compiled every 30 s.
  */
 async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   const wanted = NODE_BINARIES.filter((b) => !existsSync(nodeBinary(paths, b)));
@@ -145,7 +151,7 @@ async function buildNodeBinaries(paths: StackPaths): Promise<boolean> {
   rmSync(out, { recursive: true, force: true });
   ensureDir(out);
   const t0 = Date.now();
-  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~15-25 CPU-minutes on a cold Go cache)`);
+  progress(`building ${wanted.join(', ')} ${VERSIONS.kubernetes} (one go build; ~2.5 CPU-minutes after kube-apiserver's build, ~9 on a cold Go cache)`);
   let packages = 0;
   const timer = setInterval(() => progress(`still building: ${packages} packages compiled, ${secondsSince(t0)}s`), 30_000);
   try {
@@ -273,6 +279,7 @@ async function ensureApiServerAdmitsServiceAccounts(paths: StackPaths): Promise<
   if (!cmdline.includes('--disable-admission-plugins=ServiceAccount')) return;
   progress('restarting kube-apiserver with the ServiceAccount admission plugin (the controller-manager now creates ServiceAccounts)');
   await stopDaemon(paths, 'kube-apiserver');
+  await migrateServiceCidr(paths, progress);
   await startApiServer(paths);
   await waitForApiServer(paths, 120_000);
 }

@@ -263,7 +263,7 @@ export class NodeLogWriter {
 
   /** The message of a line, recomputed from its id's parts (what a shipper must deliver, byte for byte). */
   expectedMessage(line: Pick<WrittenLine, 'id' | 'container' | 'seq' | 'long'>): string {
-    if (!line.long) return `${line.id} GET /api/v1/orders?id=${line.seq} 200 ${'ü'.repeat(line.seq % 5)} kube-probe/1.34 upstream=10.0.${line.seq % 256}.7 took=${line.seq % 997}ms`;
+    if (!line.long) return `${line.id} GET /api/v1/orders?id=${line.seq} 200 ${'ü'.repeat(line.seq % 5)} kube-probe/1.34 upstream=192.0.2.${line.seq % 256} took=${line.seq % 997}ms`;
     const kind = this.containers[line.container]?.kind;
     // Docker's json-file driver escapes the text as JSON; a cut inside a character would be lost there.
     const alphabet = kind === 'docker' ? ['a', 'b', ' ', 'z'] : LONG_ALPHABET;

@@ -87,7 +87,7 @@ function containerEnv(objects: readonly KubeObject[], container: V1Container): R
   }
   for (const variable of container.env ?? []) {
     if (variable.value !== undefined) env[variable.name] = variable.value;
-    else if (variable.valueFrom?.fieldRef) env[variable.name] = 'ip-10-0-1-2.example.internal';
+    else if (variable.valueFrom?.fieldRef) env[variable.name] = 'ip-192-0-2-10.example.internal';
     else if (variable.valueFrom?.secretKeyRef) env[variable.name] = `secret-${variable.valueFrom.secretKeyRef.name}-${variable.valueFrom.secretKeyRef.key}`;
   }
   return env;
@@ -136,7 +136,7 @@ function checkAgent(t: TestContext, objects: readonly KubeObject[], expectRoot: 
   const container = mainContainer(spec);
   const config = loadContainerConfig(t, objects, daemonSet, agentConfigSchema);
 
-  assert.equal(config.nodeName, 'ip-10-0-1-2.example.internal', 'nodeName from the downward API');
+  assert.equal(config.nodeName, 'ip-192-0-2-10.example.internal', 'nodeName from the downward API');
   assert.equal(container.env?.find((e) => e.name === 'LOGSHIP_NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
   assert.deepEqual(spec.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
   assert.ok(spec.priorityClassName, 'has a priority class');

@@ -2,12 +2,15 @@
  * logship on the stack's real node (scripts/stack/node.ts): k8s/ applied through the test-node
  * overlay, the images assembled from the working tree (scripts/images.ts), workload pods whose logs
  * containerd writes and the kubelet rotates. Mid-run the agent pod is deleted (the DaemonSet
- * controller recreates it), the DaemonSet is restarted by a rollout, a workload pod is deleted, and
- * a short-lived pod prints 100 lines within a second. At the end S3 and Elasticsearch hold every
- * line exactly once, each record enriched with the real pod's labels, uid, container id and image.
+ * controller recreates it), the DaemonSet is restarted by a rollout, a workload pod is deleted, a
+ * short-lived pod prints 100 lines within a second, and a container crash-loops (the kubelet restarts
+ * it into 1.log, 2.log… and garbage-collects the old instances' files). At the end S3 and
+ * Elasticsearch hold every line exactly once, each record enriched with the real pod's labels, uid,
+ * image and the id of the container instance that wrote it.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
 import { assembleNodeImages, type NodeImages } from '../../scripts/images.js';
@@ -15,7 +18,9 @@ import {
   AGENT_LABEL,
   aggregatorCaughtUp,
   cleanupRun,
+  containerLogDir,
   containerPid,
+  createCrashLoopPod,
   createWorkloadPod,
   deployLogship,
   elasticsearchCountsByPod,
@@ -29,9 +34,11 @@ import {
   type NodeRun,
   type WorkloadPlan,
 } from '../../scripts/node-logship.js';
+import { sumMetric } from '../../scripts/metrics-text.js';
 import { stackPaths } from '../../scripts/stack/context.js';
 import { NODE_NAME, nodeReady } from '../../scripts/stack/node.js';
 import { KubernetesField, RecordFlag, type LogRecord } from '../../shared/record.js';
+import { inPrivateRange } from '../helpers/addresses.js';
 import { uniqueName } from '../helpers/stack.js';
 
 /** Three pods writing ~100 lines/s each for ~60 s (a 20,000-character line every 50): each rotates about twice at 1 MiB. */
@@ -40,6 +47,15 @@ const STEADY: WorkloadPlan[] = ['web-a', 'web-b', 'web-c'].map((name) => ({ name
 const DELETED: WorkloadPlan = { name: 'doomed', lines: 1_500, linesPerTick: 20, tickSeconds: 0.2, longEvery: 50, exitAfter: false };
 /** 100 lines in all (99 numbered and the last), as fast as the shell prints, then exits. */
 const BURST: WorkloadPlan = { name: 'burst', lines: 99, linesPerTick: 99, tickSeconds: 0, longEvery: 0, exitAfter: true };
+/**
+ * A container that prints 40 lines and a last one, then fails; the kubelet restarts it after 10, 20
+ * and 40 s of back-off, so 4 instances write 0.log … 3.log (about 80 s). The kubelet keeps one dead
+ * instance per container: its container garbage collection (every minute) deletes older ones and
+ * their log files.
+ */
+const CRASH = { name: 'crash', lines: 40, runs: 4 };
+/** The agent pod's ops server (hostNetwork, test overlay). */
+const AGENT_OPS = 'http://127.0.0.1:9102';
 
 const log = (message: string): void => {
   if (process.env.LOG_LEVEL !== undefined) process.stderr.write(`node-e2e: ${message}\n`);
@@ -109,6 +125,16 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
 
     for (const plan of [...STEADY, DELETED]) await createWorkloadPod(r, images.workload, plan);
     for (const plan of [...STEADY, DELETED]) await running(plan.name);
+
+    // What the kubelet gives every pod as the API server's address: the kubernetes Service's
+    // ClusterIP, outside the private ranges.
+    const master = await r.kube.core.readNamespacedService({ namespace: 'default', name: 'kubernetes' });
+    const webA = seen.get('web-a')?.status?.containerStatuses?.[0]?.containerID;
+    assert.ok(webA);
+    const workloadEnv = readFileSync(`/proc/${await containerPid(webA)}/environ`, 'utf8').split('\0');
+    const serviceHost = workloadEnv.find((e) => e.startsWith('KUBERNETES_SERVICE_HOST='))?.split('=')[1];
+    assert.equal(serviceHost, master.spec?.clusterIP, 'KUBERNETES_SERVICE_HOST in a workload pod');
+    assert.ok(serviceHost !== undefined && !inPrivateRange(serviceHost), `KUBERNETES_SERVICE_HOST ${String(serviceHost)} outside 10/8, 172.16/12, 192.168/16`);
     const watchRotation = setInterval(() => {
       for (const plan of STEADY) {
         const pod = seen.get(plan.name);
@@ -136,6 +162,42 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     assert.notEqual(third.metadata?.labels?.['controller-revision-hash'], second.metadata?.labels?.['controller-revision-hash'], 'a new revision');
     log(`rollout restart: ${String(third.metadata?.name)} Ready`);
 
+    // 2b. A crash-looping container, under this agent pod (its metrics count what it could not read).
+    // Each instance's container id is taken from the pod's status while it is the last terminated one
+    // (at least 10 s of back-off each), in the order they ran; the log files from the pod's folder.
+    await createCrashLoopPod(r, images.workload, CRASH.name, CRASH.lines);
+    const crashIds: string[] = [];
+    const crashFileBytes = new Map<string, number>();
+    const crashFilesDeleted = new Set<string>();
+    let crashPod: V1Pod | undefined;
+    let crashBusy = false;
+    const noteCrash = async (): Promise<void> => {
+      if (crashBusy) return;
+      crashBusy = true;
+      try {
+        const pod = await r.kube.core.readNamespacedPod({ namespace: r.namespace, name: CRASH.name });
+        crashPod = pod;
+        const st = pod.status?.containerStatuses?.find((c) => c.name === 'app');
+        for (const id of [st?.lastState?.terminated?.containerID, st?.state?.terminated?.containerID, st?.state?.running !== undefined ? st.containerID : undefined]) {
+          if (id !== undefined && id !== '' && !crashIds.includes(id)) crashIds.push(id);
+        }
+        if (pod.metadata?.uid === undefined) return;
+        const dir = containerLogDir(r, pod);
+        const names = readdirSync(dir, { withFileTypes: true }).map((d) => d.name);
+        for (const f of names.filter((n) => /^\d+\.log$/.test(n))) {
+          const size = statSync(join(dir, f), { throwIfNoEntry: false })?.size;
+          if (size !== undefined) crashFileBytes.set(f, Math.max(size, crashFileBytes.get(f) ?? 0));
+        }
+        for (const f of crashFileBytes.keys()) if (!names.includes(f)) crashFilesDeleted.add(f);
+      } catch {
+        // The folder appears with the first container; the next poll sees it.
+      } finally {
+        crashBusy = false;
+      }
+    };
+    const watchCrash = setInterval(() => void noteCrash(), 300);
+    t.after(() => clearInterval(watchCrash));
+
     // 3. Delete a workload pod right after its last line reached its log file.
     const doomed = seen.get(DELETED.name);
     assert.ok(doomed);
@@ -146,6 +208,26 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     // 4. A short-lived pod: 100 lines, then it exits.
     await createWorkloadPod(r, images.workload, BURST);
     await waitFor(`${BURST.name} Succeeded`, async () => (await remember(BURST.name)).status?.phase === 'Succeeded', 120_000);
+
+    // The crash-looping pod ran CRASH.runs times; its last instance has exited and the kubelet waits
+    // 80 s before the next. Once its lines are in Elasticsearch (or 60 s passed: then the counts
+    // below say what is missing), the pod is deleted, with whatever log files the kubelet kept.
+    await waitFor(
+      `${CRASH.runs} instances of ${CRASH.name} exited`,
+      () => {
+        const st = crashPod?.status?.containerStatuses?.find((c) => c.name === 'app');
+        const last = crashIds[CRASH.runs - 1];
+        return last !== undefined && st?.state?.running === undefined && (st?.lastState?.terminated?.containerID === last || st?.state?.terminated?.containerID === last);
+      },
+      240_000,
+    );
+    await waitFor(`${CRASH.name}'s lines in Elasticsearch`, async () => ((await elasticsearchCountsByPod(r)).get(CRASH.name) ?? 0) >= CRASH.runs * (CRASH.lines + 1), 60_000, 1_000).catch(() => undefined);
+    clearInterval(watchCrash);
+    await noteCrash();
+    const crashStatus = crashPod?.status?.containerStatuses?.find((c) => c.name === 'app');
+    await r.kube.core.deleteNamespacedPod({ namespace: r.namespace, name: CRASH.name });
+    log(`${CRASH.name}: ${crashIds.length} instances, files ${JSON.stringify(Object.fromEntries(crashFileBytes))}, deleted by the kubelet: ${[...crashFilesDeleted].join(', ')}`);
+    assert.equal(crashIds.length, CRASH.runs, `container ids of ${CRASH.name}'s instances: ${crashIds.join(', ')}`);
 
     // Every steady pod wrote its last line.
     for (const plan of STEADY) {
@@ -159,6 +241,7 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     const expected = new Map(plans.map((p) => [p.name, p.lines + 1]));
     const total = [...expected.values()].reduce((a, b) => a + b, 0);
     const ours = (record: LogRecord): boolean => expected.has(record.kubernetes[KubernetesField.POD]) && record.kubernetes[KubernetesField.LABELS]['logship.dev/workload'] !== undefined;
+    const crashRecords = (records: readonly LogRecord[]): LogRecord[] => records.filter((rec) => rec.kubernetes[KubernetesField.POD] === CRASH.name && rec.kubernetes[KubernetesField.LABELS]['logship.dev/workload'] !== undefined);
     // Everything arrived (or the deadline says how much did not), then the aggregator committed all of it.
     let s3Records: LogRecord[] = [];
     await waitFor(
@@ -175,7 +258,9 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
       throw new Error(`${String(error)}; S3 per pod ${JSON.stringify(Object.fromEntries(byPod))}, Elasticsearch ${JSON.stringify(Object.fromEntries(await elasticsearchCountsByPod(r)))}, expected ${JSON.stringify(Object.fromEntries(expected))}`);
     });
     await waitFor('the aggregator to commit every message of the run', () => aggregatorCaughtUp(r), 120_000, 1_000);
-    s3Records = (await readS3Records(r)).filter(ours);
+    const everything = await readS3Records(r);
+    s3Records = everything.filter(ours);
+    const crashS3 = crashRecords(everything);
     const esCounts = await elasticsearchCountsByPod(r);
     t.diagnostic(`S3 ${s3Records.length}, Elasticsearch ${[...expected.keys()].reduce((a, k) => a + (esCounts.get(k) ?? 0), 0)}, expected ${total}`);
 
@@ -225,6 +310,40 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     // The kubelet rotated the steady pods' logs while the agent was shipping them.
     for (const plan of STEADY) assert.ok((rotations.get(plan.name)?.size ?? 0) >= 1, `${plan.name}: the kubelet rotated its log (saw ${[...(rotations.get(plan.name) ?? [])].join(', ')})`);
     t.diagnostic(`rotated files seen: ${JSON.stringify(Object.fromEntries([...rotations].map(([k, v]) => [k, v.size])))}`);
+
+    // The crash-looping pod: each run's lines arrived all, exactly once, from the file of the instance
+    // that wrote them (`<run>.log`) and with that instance's container id; or none, and then the
+    // kubelet deleted that file and the agent counted its bytes as lost.
+    const runOf = (rec: LogRecord): number => Number(/ run=(\d+) /.exec(rec.message)?.[1]);
+    const delivered: number[] = [];
+    const missing: number[] = [];
+    for (let run = 0; run < CRASH.runs; run++) {
+      const seqs = crashS3.filter((rec) => runOf(rec) === run).map((rec) => Number(/ seq=(\d+) /.exec(rec.message)?.[1]));
+      if (seqs.length === 0) {
+        missing.push(run);
+        continue;
+      }
+      delivered.push(run);
+      assert.deepEqual(seqs.sort((a, b) => a - b), Array.from({ length: CRASH.lines + 1 }, (_, i) => i), `${CRASH.name} run ${run}: every line once`);
+    }
+    assert.equal(crashS3.length, delivered.length * (CRASH.lines + 1), `${CRASH.name}: no line outside runs 0-${CRASH.runs - 1}`);
+    assert.equal(esCounts.get(CRASH.name) ?? 0, crashS3.length, `${CRASH.name}: Elasticsearch documents = S3 rows`);
+    assert.equal(new Set(crashS3.map((rec) => rec.event_id)).size, crashS3.length, `${CRASH.name}: event ids unique`);
+    for (const run of missing) assert.ok(crashFilesDeleted.has(`${run}.log`), `${CRASH.name} run ${run} missing although the kubelet did not delete ${run}.log`);
+    const lostBytes = sumMetric(await (await fetch(`${AGENT_OPS}/metrics`, { signal: AbortSignal.timeout(5_000) })).text(), 'logship_agent_lost_bytes_total');
+    assert.equal(lostBytes, missing.reduce((sum, run) => sum + (crashFileBytes.get(`${run}.log`) ?? Number.NaN), 0), `lost bytes counted by the agent = bytes of the ${CRASH.name} runs that never arrived (${missing.join(', ') || 'none'})`);
+    for (const rec of crashS3) {
+      const k = rec.kubernetes;
+      const run = runOf(rec);
+      check(rec, 'file', rec.log.file.slice(rec.log.file.lastIndexOf('/') + 1), `${run}.log`);
+      check(rec, 'container_id', k[KubernetesField.CONTAINER_ID], crashIds[run]);
+      check(rec, 'image', k[KubernetesField.IMAGE], crashStatus?.image);
+      check(rec, 'pod_uid', k[KubernetesField.POD_UID], crashPod?.metadata?.uid);
+      check(rec, 'labels', k[KubernetesField.LABELS], crashPod?.metadata?.labels);
+      check(rec, 'node', k[KubernetesField.NODE], NODE_NAME);
+      check(rec, 'metadata_fallback', rec.log.flags?.includes(RecordFlag.METADATA_FALLBACK) ?? false, false);
+    }
+    t.diagnostic(`${CRASH.name}: ${CRASH.runs} instances; runs delivered ${delivered.join(', ')}; missing ${missing.join(', ') || 'none'}; log files the kubelet deleted while the pod ran: ${[...crashFilesDeleted].sort().join(', ') || 'none'}; lost bytes ${lostBytes}`);
 
     // Last: each record carries the metadata of the real pod that wrote it.
     assert.deepEqual(Object.fromEntries(mismatches), {}, 'records whose metadata differs from the pod that wrote them (count, sequence numbers, value)');
