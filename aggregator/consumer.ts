@@ -74,6 +74,8 @@ export class LogConsumer {
   /** Rejoins without leaving the group; undefined when kafkajs' internals are not the expected ones. */
   private readonly control: GroupControl | undefined;
   private subscribed: string[] = [];
+  /** The topics the join under way advertises (listed right before it). */
+  private advertised: readonly string[] = [];
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -207,6 +209,7 @@ export class LogConsumer {
           this.subscribed = [...info.topics].sort();
         },
         addFailed: (topics, error) => {
+          this.advertised = [];
           this.logger.warn({ err: error, topics }, `new topics could not be added before joining; tried again at the next refresh: ${describeError(error)}`);
         },
       },
@@ -226,7 +229,9 @@ export class LogConsumer {
     if (!(await within(stopped, BEFORE_JOIN_TIMEOUT_MS))) this.logger.warn({ timeoutMs: BEFORE_JOIN_TIMEOUT_MS }, 'writes still in flight when rejoining the group');
     try {
       const topics = await within(this.matchingTopics(), BEFORE_JOIN_TIMEOUT_MS);
-      return topics === false ? undefined : topics;
+      if (topics === false) return undefined;
+      this.advertised = topics;
+      return topics;
     } catch (error) {
       this.logger.warn({ err: error }, `topic list unavailable before joining; keeping the current one: ${describeError(error)}`);
       return undefined;
@@ -266,7 +271,8 @@ export class LogConsumer {
     if (this.stopped) return;
     try {
       const topics = await this.matchingTopics();
-      const added = topics.filter((t) => !this.subscribed.includes(t));
+      // A topic the join under way advertises needs no other one.
+      const added = topics.filter((t) => !this.subscribed.includes(t) && !this.advertised.includes(t));
       if (added.length === 0 || this.isStopped()) return;
       if (this.control !== undefined && this.subscribed.length > 0) {
         // One rebalance: this member's next heartbeat fails as if the coordinator said

@@ -167,8 +167,9 @@ export function installGroupPatch(): void {
   proto[join] = async function patchedJoin(this: InternalConsumerGroup, ...args: unknown[]): Promise<unknown> {
     const control = controlOf(this);
     if (control === undefined) return originalJoin.apply(this, args);
-    control.clearRejoin();
     const wanted = await control.hooks.beforeJoin();
+    // A request made until now is served by this join: it advertises the topics just listed.
+    control.clearRejoin();
     const added = (wanted ?? []).filter((topic) => !this.topicsSubscribed.includes(topic));
     if (added.length > 0) {
       try {
