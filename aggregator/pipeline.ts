@@ -170,7 +170,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     const stopped = Promise.all(runners.map((r) => r.suspend())).then(() => undefined);
     rebalancing = stopped;
     settled = Promise.all([settled, stopped]);
-    logger.info({ reason, generation }, 'rebalance started; writes stop until the new assignment');
+    logger.info({ reason }, 'rebalance started; writes stop until the new assignment');
     return stopped;
   }
 
@@ -182,7 +182,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     // Always reset, even with nothing held: sinks drop what they cached about partitions that may
     // now belong to another member.
     settled = Promise.all([settled, ...runners.map((r) => r.reset())]);
-    logger.info({ reason, generation }, 'pipeline state reset; uncommitted records will be re-read');
+    logger.info({ reason, generation: consumer.generation }, 'pipeline state reset; uncommitted records will be re-read');
   }
 
   /**
@@ -212,7 +212,7 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     });
     metrics.partitionsKept.inc(kept.length);
     metrics.partitionsRevoked.inc(dropped);
-    logger.info({ generation, kept: kept.length, revoked: dropped }, 'rebalance done; batches of the partitions kept are kept');
+    logger.info({ generation: consumer.generation, kept: kept.length, revoked: dropped }, 'rebalance done; batches of the partitions kept are kept');
   }
 
   const commits = new CommitLoop(config.kafka.commitIntervalMs, config.kafka.commitThreshold, tracker, metrics, logger, (offsets) => consumer.commit(offsets));
