@@ -3,7 +3,8 @@
  * costs the group exactly one rebalance (the generation the broker hands out rises by one per topic),
  * the members keep every partition they owned with its batches (none is revoked), and S3 holds every
  * record exactly once. Only the first member re-reads the topic list on a timer; the other two learn
- * the new topics only when they rejoin, in the rebalance the first one started.
+ * the new topics only when they rejoin, in the rebalance the first one started. Then a fourth member
+ * joins: one rebalance, and only the partitions it takes over leave their owners.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -57,10 +58,10 @@ describe('aggregator: new topics while records flow', () => {
   });
 
   /** The partitions the group assigned, once it is stable with every member. */
-  async function stableAssignment(): Promise<string[] | undefined> {
+  async function stableAssignment(size = MEMBERS): Promise<string[] | undefined> {
     const { groups } = await admin.describeGroups([groupId]);
     const group = groups[0];
-    if (group?.state !== 'Stable' || group.members.length !== MEMBERS) return undefined;
+    if (group?.state !== 'Stable' || group.members.length !== size) return undefined;
     return group.members.flatMap((m) => Object.entries(AssignerProtocol.MemberAssignment.decode(m.memberAssignment)?.assignment ?? {}).flatMap(([t, ps]) => ps.map((p) => `${t}/${String(p)}`)));
   }
 
@@ -119,6 +120,9 @@ describe('aggregator: new topics while records flow', () => {
     })();
 
     const generations = [first];
+    let revokedByTopics = -1;
+    let revokedByJoin = -1;
+    let joinGeneration = -1;
     try {
       for (const [i, topic] of added.entries()) {
         await waitFor(`records flowing before ${topic}`, () => produced.length >= (i + 1) * 1_000 || undefined, 60_000, 50);
@@ -128,6 +132,13 @@ describe('aggregator: new topics while records flow', () => {
         await waitFor(`the group assigning ${topic}`, async () => ((await stableAssignment())?.length === partitions ? true : undefined), 60_000, 250);
         generations.push(await waitFor(`every member on the generation that assigned ${topic}`, generation, 30_000, 250));
       }
+      revokedByTopics = (await sumOverMembers('logship_aggregator_rebalance_partitions_total', { outcome: 'revoked' })) - revokedBefore;
+      // A fourth member: 12 partitions become 3 each, so exactly 3 leave their owners.
+      const revokedBeforeJoin = await sumOverMembers('logship_aggregator_rebalance_partitions_total', { outcome: 'revoked' });
+      members.push(startAggregatorProcess(quiet));
+      await waitFor('a stable group of 4 members holding 12 partitions', async () => ((await stableAssignment(MEMBERS + 1))?.length === 12 ? true : undefined), 60_000, 250);
+      joinGeneration = await waitFor('every member on the generation after the fourth joined', generation, 30_000, 250);
+      revokedByJoin = (await sumOverMembers('logship_aggregator_rebalance_partitions_total', { outcome: 'revoked' })) - revokedBeforeJoin;
     } finally {
       flow.producing = false;
       await production;
@@ -149,15 +160,17 @@ describe('aggregator: new topics while records flow', () => {
     const steps = generations.slice(1).map((g, i) => g - (generations[i] ?? g));
     const broker = brokerGenerations().filter((g) => g > first);
     const kept = (await sumOverMembers('logship_aggregator_rebalance_partitions_total', { outcome: 'kept' })) - keptBefore;
-    t.diagnostic(`${String(produced.length)} records; generations: first ${String(first)}, after each new topic ${generations.slice(1).join(', ')}, at the end ${String(last)}; broker log stabilized ${broker.join(', ')}; partitions kept over the rebalances ${String(kept)}`);
+    t.diagnostic(`${String(produced.length)} records; generations: first ${String(first)}, after each new topic ${generations.slice(1).join(', ')}, after the fourth member joined ${String(joinGeneration)} (${String(revokedByJoin)} partitions moved), at the end ${String(last)}; broker log stabilized ${broker.join(', ')}; partitions kept over the rebalances ${String(kept)}`);
 
     assert.ok(!flow.cappedEarly, 'records flowed until the last new topic was assigned');
     const ids = rows.map((line) => (JSON.parse(line) as LogRecord).event_id);
     assert.equal(new Set(ids).size, ids.length, 'no record twice in S3');
     assert.deepEqual([...new Set(ids)].sort(), [...expected].sort(), 'every record in S3');
     assert.deepEqual(steps, Array.from({ length: NEW_TOPICS }, () => 1), 'one rebalance per new topic');
-    assert.equal(last, first + NEW_TOPICS, 'no other rebalance');
-    assert.equal((await sumOverMembers('logship_aggregator_rebalance_partitions_total', { outcome: 'revoked' })) - revokedBefore, 0, 'no partition moved between members');
+    assert.equal(revokedByTopics, 0, 'no partition moved between members for a new topic');
+    assert.equal(joinGeneration, first + NEW_TOPICS + 1, 'one rebalance for the new member');
+    assert.equal(revokedByJoin, 3, 'only the partitions the new member took over moved');
+    assert.equal(last, joinGeneration, 'no other rebalance');
     assert.ok(kept > 0, 'partitions were kept with their batches');
   });
 });
