@@ -10,6 +10,8 @@ import { DeadLetterReason } from './sink.js';
 export interface AggregatorMetricSources {
   progress: () => PartitionProgress[];
   heldBytes: () => number;
+  /** The consumer group generation this member last joined (undefined before it joined). */
+  generation?: () => number | undefined;
   /** Configured sink names: their series start at 0, so the first event shows in rate() and increase(). */
   sinkNames: readonly string[];
 }
@@ -33,6 +35,8 @@ export class AggregatorMetrics {
   readonly commits: Counter;
   readonly commitFailures: Counter;
   readonly rebalances: Counter;
+  readonly partitionsKept: { inc(value?: number): void };
+  readonly partitionsRevoked: { inc(value?: number): void };
   readonly fetchPausedSeconds: Counter;
 
   constructor(registry: Registry, sources: AggregatorMetricSources) {
@@ -102,7 +106,21 @@ export class AggregatorMetrics {
     });
     this.commits = new Counter({ name: 'logship_aggregator_commits_total', help: 'Offset commits that succeeded.', registers });
     this.commitFailures = new Counter({ name: 'logship_aggregator_commit_failures_total', help: 'Offset commits that failed (rebalance, broker unavailable).', registers });
-    this.rebalances = new Counter({ name: 'logship_aggregator_rebalances_total', help: 'Group rebalances this member went through (its uncommitted work is redone).', registers });
+    this.rebalances = new Counter({
+      name: 'logship_aggregator_rebalances_total',
+      help: 'Consumer group joins of this member: one per rebalance of the group it went through, its first join included.',
+      registers,
+    });
+    const rebalancePartitions = new Counter({
+      name: 'logship_aggregator_rebalance_partitions_total',
+      help: 'Partitions at the end of a rebalance: kept (this member still owns them, with their batches) or revoked (moved to another member, batches dropped). After a crash or a lost membership nothing is counted: everything restarts from the committed offsets.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.partitionsKept = rebalancePartitions.labels({ outcome: 'kept' });
+    this.partitionsRevoked = rebalancePartitions.labels({ outcome: 'revoked' });
+    this.partitionsKept.inc(0);
+    this.partitionsRevoked.inc(0);
     this.fetchPausedSeconds = new Counter({ name: 'logship_aggregator_fetch_paused_seconds_total', help: 'Time fetching waited because the bytes held in the pipeline reached maxInFlightBytes.', registers });
 
     for (const sink of sources.sinkNames) {
@@ -118,6 +136,15 @@ export class AggregatorMetrics {
       registers,
       collect() {
         this.set(sources.heldBytes());
+      },
+    });
+    new Gauge({
+      name: 'logship_aggregator_group_generation',
+      help: 'The consumer group generation this member last joined: it rises by one per rebalance of the group.',
+      registers,
+      collect() {
+        const generation = sources.generation?.();
+        if (generation !== undefined) this.set(generation);
       },
     });
     new Gauge({

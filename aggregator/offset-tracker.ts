@@ -52,6 +52,11 @@ export class OffsetTracker {
     this.bytesHeld += bytes;
   }
 
+  /** The offset after the last message handed to the sinks; undefined for a partition not tracked. */
+  nextOffset(topic: string, partition: number): number | undefined {
+    return this.partitions.get(partitionKey(topic, partition))?.ingestedEnd;
+  }
+
   /** `sink` durably wrote everything of the partition before `endOffset`. */
   ack(sink: string, topic: string, partition: number, endOffset: number): void {
     const state = this.partitions.get(partitionKey(topic, partition));
@@ -99,7 +104,22 @@ export class OffsetTracker {
     return [...this.partitions.values()];
   }
 
-  /** Forget everything (a rebalance: the partitions restart from their committed offsets). */
+  /**
+   * Forgets the partitions `keep` refuses (they moved to another member: they restart there from their
+   * committed offsets); the others stay as they are. Returns how many were forgotten.
+   */
+  retain(keep: (topic: string, partition: number) => boolean): number {
+    let dropped = 0;
+    for (const [key, state] of this.partitions) {
+      if (keep(state.topic, state.partition)) continue;
+      for (let i = state.heldHead; i < state.held.length; i++) this.bytesHeld -= state.held[i]?.[1] ?? 0;
+      this.partitions.delete(key);
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** Forget everything (the partitions restart from their committed offsets). */
   clear(): void {
     this.partitions.clear();
     this.bytesHeld = 0;

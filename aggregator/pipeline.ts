@@ -14,7 +14,7 @@ import { BATCH_DEFAULTS, type AggregatorConfig, type SinkConfig } from './config
 import { LogConsumer, type FetchedBatch } from './consumer.js';
 import { DeadLetterQueue, type DeadLetterFallback } from './dead-letter.js';
 import { AggregatorMetrics } from './metrics.js';
-import { OffsetTracker } from './offset-tracker.js';
+import { OffsetTracker, partitionKey } from './offset-tracker.js';
 import { decodeMessage, type PoisonRecord } from './record-decoder.js';
 import { recordFilter } from './routing.js';
 import type { Sink, SinkRecord } from './sink.js';
@@ -71,7 +71,12 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   useGzipDecompression();
   const kafka = createKafka(config.kafka, logger);
   const tracker = new OffsetTracker(config.sinks.map((s) => s.name));
-  const metrics = new AggregatorMetrics(registry, { progress: () => tracker.progress(), heldBytes: () => tracker.heldBytes, sinkNames: config.sinks.map((s) => s.name) });
+  const metrics = new AggregatorMetrics(registry, {
+    progress: () => tracker.progress(),
+    heldBytes: () => tracker.heldBytes,
+    generation: () => consumer.generation,
+    sinkNames: config.sinks.map((s) => s.name),
+  });
   const errorLog = new RateLimitedLog(logger, ERROR_LOG_INTERVAL_MS);
   const deadLetters = new DeadLetterQueue(
     kafka,
@@ -142,21 +147,74 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
   let settled: Promise<unknown> = Promise.resolve();
   /** Aborts the dead-letter writes of the current generation's poison. */
   let generationAbort = new AbortController();
+  /** Set from the start of a rebalance until the assignment: the runners' sends stopping. */
+  let rebalancing: Promise<void> | undefined;
 
-  function reset(reason: string): void {
-    // Always reset, even with nothing held: sinks drop what they cached about partitions that may
-    // now belong to another member.
-    if (tracker.progress().length > 0) metrics.rebalances.inc();
+  /** Fetching stops handing on, and writes of the current generation stop. */
+  function newGeneration(): void {
     generation++;
-    // Offsets every sink already wrote are committed first when the group still accepts them.
-    const pending = tracker.pendingCommits();
-    void commits.commitNow(pending);
+    // Offsets every sink already wrote are committed first when the group still accepts them (it
+    // does while it prepares a rebalance).
+    void commits.commitNow(tracker.pendingCommits());
     generationAbort.abort();
     generationAbort = new AbortController();
-    tracker.clear();
     topicIdCache = new Map();
+  }
+
+  /**
+   * A rebalance starts: nothing is written until the new assignment is known (a partition may move,
+   * and its next owner starts from the committed offset). Batches are kept: those of the partitions
+   * the member keeps are sent after the assignment.
+   */
+  function rebalanceStart(reason: string): Promise<void> {
+    if (rebalancing !== undefined) return rebalancing;
+    newGeneration();
+    const stopped = Promise.all(runners.map((r) => r.suspend())).then(() => undefined);
+    rebalancing = stopped;
+    settled = Promise.all([settled, stopped]);
+    logger.info({ reason }, 'rebalance started; writes stop until the new assignment');
+    return stopped;
+  }
+
+  /** Everything not committed is dropped and re-read (the member lost its membership, or crashed). */
+  function reset(reason: string): void {
+    newGeneration();
+    rebalancing = undefined;
+    tracker.clear();
+    // Always reset, even with nothing held: sinks drop what they cached about partitions that may
+    // now belong to another member.
     settled = Promise.all([settled, ...runners.map((r) => r.reset())]);
-    logger.info({ reason, generation }, 'pipeline state reset; uncommitted records will be re-read');
+    logger.info({ reason, generation: consumer.generation }, 'pipeline state reset; uncommitted records will be re-read');
+  }
+
+  /**
+   * The new assignment. When the member kept its membership (`continuing`) and stopped writing for
+   * the rebalance, partitions it keeps keep their batches and fetching resumes after what it holds;
+   * only the partitions that moved are dropped. Otherwise everything restarts from the committed offsets.
+   */
+  function assign(assignment: Record<string, number[]>, continuing: boolean): void {
+    assigned = Object.values(assignment).reduce((n, partitions) => n + partitions.length, 0);
+    metrics.rebalances.inc();
+    if (!continuing || rebalancing === undefined) {
+      reset(continuing ? 'assignment without a rebalance start' : 'joined as a new member or generation');
+      return;
+    }
+    const owned = new Set(Object.entries(assignment).flatMap(([topic, partitions]) => partitions.map((p) => partitionKey(topic, p))));
+    const keep = (topic: string, partition: number): boolean => owned.has(partitionKey(topic, partition));
+    const dropped = tracker.retain(keep);
+    // Fetching resumes after what the pipeline holds (kafkajs would start from the committed offset).
+    const kept = tracker.progress();
+    for (const p of kept) consumer.seek(p.topic, p.partition, p.ingestedEnd);
+    rebalancing = undefined;
+    settled = settled.then(() => {
+      for (const runner of runners) {
+        runner.retain(keep);
+        runner.resume();
+      }
+    });
+    metrics.partitionsKept.inc(kept.length);
+    metrics.partitionsRevoked.inc(dropped);
+    logger.info({ generation: consumer.generation, kept: kept.length, revoked: dropped }, 'rebalance done; batches of the partitions kept are kept');
   }
 
   const commits = new CommitLoop(config.kafka.commitIntervalMs, config.kafka.commitThreshold, tracker, metrics, logger, (offsets) => consumer.commit(offsets));
@@ -182,7 +240,16 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     await settled;
     const startGeneration = generation;
     const superseded = (): boolean => generation !== startGeneration || stopping;
-    const { topic, partition, messages } = batch;
+    const { topic, partition } = batch;
+    // A partition kept over a rebalance continues after what the pipeline holds (the consumer seeks
+    // there); a fetch from before that point hands on only what is new.
+    const next = tracker.nextOffset(topic, partition);
+    const messages = next === undefined || (batch.messages[0]?.offset ?? next) >= next ? batch.messages : batch.messages.filter((m) => m.offset >= next);
+    if (messages.length === 0) {
+      const last = batch.messages[batch.messages.length - 1];
+      if (last !== undefined) batch.resolveOffset(last.offset);
+      return;
+    }
     for (let i = 0; i < messages.length; i += CHUNK_MESSAGES) {
       if (!(await waitForRoom(batch, startGeneration))) return;
       if (!batch.isActive() || superseded()) return;
@@ -249,9 +316,8 @@ export async function startAggregator(config: AggregatorConfig, logger: Logger, 
     },
     {
       onBatch: handleBatch,
-      onAssignment: (assignment) => {
-        assigned = Object.values(assignment).reduce((n, partitions) => n + partitions.length, 0);
-      },
+      onRebalanceStart: rebalanceStart,
+      onAssignment: assign,
       onReset: reset,
     },
     logger.child({ component: 'consumer' }),

@@ -57,7 +57,9 @@ const ERROR_LOG_INTERVAL_MS = 30_000;
 export class SinkRunner {
   private lanes = new Map<string, PartitionLane>();
   private inFlight = 0;
-  private readonly waiting: PartitionLane[] = [];
+  private waiting: PartitionLane[] = [];
+  /** While true (a rebalance), nothing is sent; batches wait for `resume`. */
+  private suspended = false;
   /** Aborted on reset and at the shutdown deadline: in-flight sends of the old state stop. */
   private controller = new AbortController();
   /** Sends of the current state, so a reset can wait for them to settle before new sends start. */
@@ -146,10 +148,45 @@ export class SinkRunner {
   }
 
   /**
+   * Stops sending until {@link resume}: in-flight sends are aborted and awaited, and their batches stay,
+   * first in their lanes, with every open and sealed batch. Used when a rebalance starts: partitions
+   * may move, and none must be written while another member may own it.
+   */
+  async suspend(): Promise<void> {
+    this.suspended = true;
+    this.controller.abort(new SinkError('sends stopped for a rebalance', { code: ErrorCode.ABORTED }));
+    this.controller = new AbortController();
+    await Promise.allSettled([...this.running]);
+  }
+
+  /**
+   * Drops the partitions `keep` refuses (they moved to another member), batches included, and tells
+   * the sink to release them. Call while suspended, once {@link suspend} resolved.
+   */
+  retain(keep: (topic: string, partition: number) => boolean): void {
+    for (const [key, lane] of this.lanes) {
+      if (keep(lane.topic, lane.partition)) continue;
+      this.lanes.delete(key);
+      this.openBytesTotal -= lane.open?.bytes ?? 0;
+      this.sink.release(lane.topic, lane.partition);
+    }
+    this.waiting = this.waiting.filter((lane) => this.lanes.get(partitionKey(lane.topic, lane.partition)) === lane);
+    if (this.isIdle()) this.notifyIdle();
+  }
+
+  /** Sends again after {@link suspend}: the kept partitions' batches, in offset order as before. */
+  resume(): void {
+    this.suspended = false;
+    for (const lane of this.lanes.values()) this.schedule(lane);
+  }
+
+  /**
    * Forgets every partition: in-flight sends are aborted and awaited, batches dropped, the sink told
-   * to release each partition. Used on rebalance: fetching restarts from the committed offsets.
+   * to release each partition. Used when the member lost its membership (fetching restarts from the
+   * committed offsets).
    */
   async reset(): Promise<void> {
+    this.suspended = false;
     this.controller.abort(new SinkError('partition state reset (rebalance)', { code: ErrorCode.ABORTED }));
     this.controller = new AbortController();
     const lanes = this.lanes;
@@ -203,7 +240,7 @@ export class SinkRunner {
   }
 
   private schedule(lane: PartitionLane): void {
-    if (lane.sending || lane.sealed.length === 0) return;
+    if (this.suspended || lane.sending || lane.sealed.length === 0) return;
     if (this.inFlight >= this.options.concurrency) {
       if (!this.waiting.includes(lane)) this.waiting.push(lane);
       return;
@@ -233,7 +270,7 @@ export class SinkRunner {
   }
 
   private next(): void {
-    while (this.inFlight < this.options.concurrency) {
+    while (!this.suspended && this.inFlight < this.options.concurrency) {
       const lane = this.waiting.shift();
       if (lane === undefined) return;
       if (!lane.sending && lane.sealed.length > 0) this.start(lane);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { balancedAssignment, type Assignment } from '../../../aggregator/balanced-assigner.js';
+import { balancedAssignment, decodeOwned, encodeOwned, type Assignment } from '../../../aggregator/balanced-assigner.js';
 
 function counts(plan: Assignment): number[] {
   return [...plan.values()].map((topics) => Object.values(topics).reduce((n, p) => n + p.length, 0));
@@ -57,5 +57,48 @@ describe('balancedAssignment', () => {
     const a = balancedAssignment(['1', '2'].map((memberId) => ({ memberId, topics: ['x', 'y'] })), topics);
     const b = balancedAssignment(['2', '1'].map((memberId) => ({ memberId, topics: ['x', 'y'] })), topics);
     assert.deepEqual([...a].sort(), [...b].sort());
+  });
+
+  it('keeps every partition with its owner when a new topic appears: only the new partitions are dealt', () => {
+    const before = new Map(Array.from({ length: 7 }, (_, i) => [`logs.ns${String(i)}`, [0, 1]] as [string, number[]]));
+    const ids = ['a', 'b', 'c'];
+    const first = balancedAssignment(ids.map((memberId) => ({ memberId, topics: [...before.keys()] })), before);
+    // A topic that sorts first: without stickiness it would shift every partition after it.
+    const after = new Map([['logs.aaa', [0, 1]], ...before]);
+    const second = balancedAssignment(
+      ids.map((memberId) => ({ memberId, topics: [...after.keys()], owned: { generation: 3, partitions: first.get(memberId) ?? {} } })),
+      after,
+    );
+    for (const id of ids) {
+      for (const [topic, partitions] of Object.entries(first.get(id) ?? {})) {
+        assert.deepEqual(second.get(id)?.[topic], partitions, `${id} keeps ${topic}`);
+      }
+    }
+    const c = counts(second);
+    assert.ok(Math.max(...c) - Math.min(...c) <= 1, `shares ${c.join(',')}`);
+    assert.equal(new Set(allAssigned(second)).size, 16);
+  });
+
+  it('moves only what balance needs when a member joins, and settles double claims by generation', () => {
+    const topics = new Map([['t', [0, 1, 2, 3, 4, 5]]]);
+    const plan = balancedAssignment(
+      [
+        { memberId: 'a', topics: ['t'], owned: { generation: 7, partitions: { t: [0, 1, 2, 3] } } },
+        { memberId: 'b', topics: ['t'], owned: { generation: 6, partitions: { t: [3, 4, 5] } } },
+        { memberId: 'c', topics: ['t'] },
+      ],
+      topics,
+    );
+    assert.deepEqual(plan.get('a'), { t: [0, 1] });
+    assert.deepEqual(plan.get('b'), { t: [4, 5] });
+    assert.deepEqual(plan.get('c'), { t: [2, 3] });
+  });
+
+  it('reads back what it encodes in the member metadata, and nothing from foreign user data', () => {
+    const owned = { generation: 12, partitions: { 'logs.a': [0, 2] } };
+    assert.deepEqual(decodeOwned(encodeOwned(owned)), owned);
+    assert.equal(decodeOwned(Buffer.alloc(0)), undefined);
+    assert.equal(decodeOwned(Buffer.from([0, 1, 2])), undefined);
+    assert.equal(decodeOwned(Buffer.from('{"generation":"x"}')), undefined);
   });
 });

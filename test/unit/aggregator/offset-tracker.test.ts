@@ -49,4 +49,21 @@ describe('OffsetTracker', () => {
     assert.deepEqual(t.progress(), []);
     assert.equal(t.heldBytes, 0);
   });
+
+  it('on retain, forgets the partitions that moved (their held bytes too) and keeps the others as they were', () => {
+    const t = new OffsetTracker(['a']);
+    t.ingest('t', 0, 0, 10, 100, 10);
+    t.ingest('t', 1, 0, 4, 40, 4);
+    t.ack('a', 't', 0, 6);
+    t.markCommitted('t', 0, 6);
+    t.ingest('t', 0, 10, 12, 20, 12);
+    assert.equal(t.retain((_topic, partition) => partition === 0), 1);
+    assert.deepEqual(
+      t.progress().map((p) => [p.partition, p.committed, p.ingestedEnd]),
+      [[0, 6, 12]],
+    );
+    assert.equal(t.nextOffset('t', 0), 12);
+    assert.equal(t.nextOffset('t', 1), undefined);
+    assert.equal(t.heldBytes, 120, 'partition 0 still holds what was not committable; partition 1 held nothing more');
+  });
 });

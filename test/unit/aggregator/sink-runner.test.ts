@@ -176,4 +176,41 @@ describe('SinkRunner', () => {
     assert.equal(sink.calls.length, 1);
     await runner.close();
   });
+
+  it('over a rebalance, keeps the batches of the partitions it keeps (the interrupted one first) and drops the others', async () => {
+    let unblock: (() => void) | undefined;
+    const sink = new ScriptedSink(async (_batch, call) => {
+      if (call === 0) await new Promise<void>((r) => (unblock = r));
+      return { status: 'delivered' };
+    });
+    const { runner, acks } = harness(sink, { maxBatchRecords: 1, concurrency: 1 });
+    runner.append('t', 0, 0, 2, [rec(0), rec(1)]);
+    runner.append('t', 1, 0, 1, [{ ...rec(0), partition: 1 }]);
+    runner.sealAll();
+    const release = await waitFor('first send in flight', () => unblock, 5_000, 5);
+    const suspended = runner.suspend();
+    release(); // it completes after the abort: not acknowledged, still first in its lane
+    await suspended;
+    runner.append('t', 0, 2, 3, [rec(2)]);
+    runner.sealAll(); // a send would start here, synchronously (the sink records the call before its first await)
+    assert.equal(sink.calls.length, 1, 'nothing is sent while suspended');
+    runner.retain((_topic, partition) => partition === 0);
+    assert.deepEqual(sink.released, ['t/1']);
+    runner.resume();
+    await runner.drained();
+    assert.deepEqual(
+      sink.calls.slice(1).map((b) => [b.partition, b.firstOffset, b.endOffset]),
+      [
+        [0, 0, 1],
+        [0, 1, 2],
+        [0, 2, 3],
+      ],
+    );
+    assert.deepEqual(acks, [
+      ['t', 0, 1],
+      ['t', 0, 2],
+      ['t', 0, 3],
+    ]);
+    await runner.close();
+  });
 });
