@@ -70,7 +70,7 @@ import type { Logger } from '../../shared/logger.js';
 import { createS3Client } from '../../shared/s3.js';
 import { Field } from '../../shared/record.js';
 import { DeadLetterReason, lineBytes, lineOf, type Batch, type RejectedRecord, type SendResult, type Sink, type SinkRecord } from '../sink.js';
-import { defaultStatePrefix, hourIndex, incarnationObjectKey, legacyStateKey, objectKey, partitionPath, partitionValues, stateKey, type PartitionValues } from '../s3-layout.js';
+import { defaultStatePrefix, hourIndex, incarnationObjectKey, legacyStateKey, objectKey, partitionPath, partitionValues, stateKey, timePartition, type PartitionValues } from '../s3-layout.js';
 import { ConflictResolution, decideConflict, heldObject, heldPastMarker, objectMetadata, recordsAfter, type WriterView } from '../s3-object-fence.js';
 import { ReplayState, type ReplayLimits } from '../replay-filter.js';
 import type { S3SinkOptions } from './s3-options.js';
@@ -198,15 +198,21 @@ class S3NdjsonSink implements Sink {
       return retryable(error, signal, `reading the state of ${topic}/${partition}`);
     }
     const marker = state.endOffset;
+    // Records below the marker are written, but those this sink refused may not have reached the
+    // dead letter yet (a crash or rebalance between the marker and the dead-letter write): refused
+    // again, so dead letters are at least once, never lost.
+    const refusedBefore = batch.firstOffset < marker ? refusedBelow(batch.records, marker) : [];
     if (batch.endOffset <= marker) {
       this.logger.debug({ topic, partition, firstOffset: batch.firstOffset, endOffset: batch.endOffset, marker }, 'batch already written before a replay; acknowledged');
-      return { status: 'delivered' };
+      return refusedBefore.length > 0 ? { status: 'delivered', rejected: refusedBefore } : { status: 'delivered' };
     }
     const unwritten = inOffsetOrder(batch.firstOffset < marker ? batch.records.filter((r) => r.offset >= marker) : batch.records);
     const verdict = this.deps.replays === undefined ? undefined : state.replays.judge(unwritten);
     const records = verdict?.kept ?? unwritten;
     const replaysDropped = verdict?.dropped ?? 0;
-    const { groups, rejected } = this.group(records, state.held);
+    const grouped = this.group(records, state.held);
+    const groups = grouped.groups;
+    const rejected = refusedBefore.length > 0 ? [...refusedBefore, ...grouped.rejected] : grouped.rejected;
     const delivered: SendResult = { status: 'delivered', ...(rejected.length > 0 ? { rejected } : {}), ...(replaysDropped > 0 ? { replaysDropped } : {}) };
     // Nothing to write: the marker stays where it is. That is safe: the offsets skipped hold no record
     // for this sink, only replays, or records existing objects hold (`held`, kept in the state), so a
@@ -266,7 +272,7 @@ class S3NdjsonSink implements Sink {
         if (group === undefined) {
           const values: PartitionValues | undefined = partitionValues(record.fields);
           if (values === undefined) {
-            rejected.push({ record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${recordTimestamp(record)} is outside the years 0000-9999` });
+            rejected.push(refusal(record));
             continue;
           }
           const path = partitionPath(values);
@@ -771,6 +777,18 @@ function bucketError(bucket: string, error: unknown): SinkError {
           : `bucket "${bucket}" is unreachable: ${describeS3Error(error)}`;
   const retriable = status === 301 || status === 400 || status === 403 || status === 404 ? false : isRetriable(error);
   return new SinkError(`S3 sink: ${reason}`, { code: ErrorCode.SINK_UNAVAILABLE, retriable, cause: error });
+}
+
+/** A record whose time names no day (no `dt` partition): refused, to the dead letter. */
+function refusal(record: SinkRecord): RejectedRecord {
+  return { record, reason: DeadLetterReason.REJECTED, detail: `timestamp ${recordTimestamp(record)} is outside the years 0000-9999` };
+}
+
+/** The records below `marker` this sink refuses (see {@link refusal}). */
+function refusedBelow(records: readonly SinkRecord[], marker: number): RejectedRecord[] {
+  const refused: RejectedRecord[] = [];
+  for (const record of records) if (record.offset < marker && timePartition(record.fields.timeMs) === undefined) refused.push(refusal(record));
+  return refused;
 }
 
 /** The record's `@timestamp` as written, for an error message (read again: records do not keep it). */

@@ -476,6 +476,26 @@ describe('S3 NDJSON sink (real MinIO)', () => {
     assert.deepEqual(ids.sort(), [records[0], records[2]].map((r) => r?.fields.eventId).sort());
   });
 
+  it('refuses such a record again when its batch comes back below or across the marker (its dead letter may not have been written)', async () => {
+    const prefix = newPrefix();
+    const records = [sinkRecord({ offset: 0 }), sinkRecord({ offset: 1, timeMs: Date.UTC(12_000, 0, 1) }), sinkRecord({ offset: 2 }), sinkRecord({ offset: 3 })];
+    const first = sinkFor(prefix);
+    assert.deepEqual((await first.send(batch(0, 3, records.slice(0, 3)), AbortSignal.timeout(30_000))).rejected?.map((r) => r.record.offset), [1]);
+    await first.close();
+    // A member that took the partition over replays from the committed offset 0: wholly below the
+    // marker (3), then across it.
+    const second = sinkFor(prefix);
+    const below = await second.send(batch(0, 3, records.slice(0, 3)), AbortSignal.timeout(30_000));
+    assert.equal(below.status, 'delivered');
+    assert.deepEqual(below.rejected?.map((r) => r.record.offset), [1]);
+    const across = await second.send(batch(0, 4, records), AbortSignal.timeout(30_000));
+    await second.close();
+    assert.equal(across.status, 'delivered');
+    assert.deepEqual(across.rejected?.map((r) => r.record.offset), [1]);
+    const ids = eventIds(await readObjects(prefix));
+    assert.deepEqual(ids.sort(), [records[0], records[2], records[3]].map((r) => r?.fields.eventId).sort(), 'written rows: none twice');
+  });
+
   it('drops an agent\'s replayed lines (new Kafka offsets, same origin), and remembers them across a restart', async () => {
     const prefix = newPrefix();
     const first = sinkFor(prefix, {}, { replays: REPLAY_LIMITS });
