@@ -330,8 +330,15 @@ describe('logship on a real node (kubelet + containerd)', { timeout: 20 * 60_000
     assert.equal(esCounts.get(CRASH.name) ?? 0, crashS3.length, `${CRASH.name}: Elasticsearch documents = S3 rows`);
     assert.equal(new Set(crashS3.map((rec) => rec.event_id)).size, crashS3.length, `${CRASH.name}: event ids unique`);
     for (const run of missing) assert.ok(crashFilesDeleted.has(`${run}.log`), `${CRASH.name} run ${run} missing although the kubelet did not delete ${run}.log`);
+    // Every loss the agent counts, it logs with the file's path. Other pods' files count too (the
+    // previous agent pod's last log lines, its folder deleted before this agent read them): the crash
+    // pod's share is read from the log.
     const lostBytes = sumMetric(await (await fetch(`${AGENT_OPS}/metrics`, { signal: AbortSignal.timeout(5_000) })).text(), 'logship_agent_lost_bytes_total');
-    assert.equal(lostBytes, missing.reduce((sum, run) => sum + (crashFileBytes.get(`${run}.log`) ?? Number.NaN), 0), `lost bytes counted by the agent = bytes of the ${CRASH.name} runs that never arrived (${missing.join(', ') || 'none'})`);
+    const losses = lostBytesLogged(containerLogDir(r, third, 'agent'));
+    t.diagnostic(`lost bytes logged by the agent: ${JSON.stringify(losses)}`);
+    assert.equal(losses.reduce((sum, l) => sum + l.bytes, 0), lostBytes, 'every lost byte counted is logged with its file');
+    const crashLost = losses.filter((l) => l.path.includes(`_${CRASH.name}_`)).reduce((sum, l) => sum + l.bytes, 0);
+    assert.equal(crashLost, missing.reduce((sum, run) => sum + (crashFileBytes.get(`${run}.log`) ?? Number.NaN), 0), `lost bytes logged for ${CRASH.name} = bytes of its runs that never arrived (${missing.join(', ') || 'none'})`);
     for (const rec of crashS3) {
       const k = rec.kubernetes;
       const run = runOf(rec);
@@ -354,4 +361,19 @@ function countBy(records: readonly LogRecord[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const record of records) counts.set(record.kubernetes[KubernetesField.POD], (counts.get(record.kubernetes[KubernetesField.POD]) ?? 0) + 1);
   return new Map([...counts].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** The agent's `lost bytes` log lines (path and bytes) from its container's CRI log files. */
+function lostBytesLogged(dir: string): { path: string; bytes: number }[] {
+  const losses: { path: string; bytes: number }[] = [];
+  for (const file of readdirSync(dir).filter((f) => /^\d+\.log$/.test(f))) {
+    for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
+      // `<time> <stream> <P|F> <message>`: the agent logs one JSON object per line.
+      const message = line.split(' ').slice(3).join(' ');
+      if (!message.includes('"lost bytes"')) continue;
+      const entry = JSON.parse(message) as { msg?: unknown; path?: unknown; bytes?: unknown };
+      if (entry.msg === 'lost bytes' && typeof entry.path === 'string' && typeof entry.bytes === 'number') losses.push({ path: entry.path, bytes: entry.bytes });
+    }
+  }
+  return losses;
 }
