@@ -383,13 +383,8 @@ class S3NdjsonSink implements Sink {
 
   /** HEAD of a data object: its metadata and ETag; undefined when there is none. */
   private async headObject(key: string, signal: AbortSignal): Promise<{ metadata: Record<string, string> | undefined; etag: string | undefined } | undefined> {
-    try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal });
-      return { metadata: head.Metadata, etag: head.ETag };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const head = await unlessNotFound(this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal }));
+    return head === undefined ? undefined : { metadata: head.Metadata, etag: head.ETag };
   }
 
   /** Writes an object under a condition; false when the condition failed (HTTP 412). */
@@ -501,13 +496,8 @@ class S3NdjsonSink implements Sink {
   }
 
   private async getText(key: string, signal: AbortSignal): Promise<{ text: string; etag: string | undefined } | undefined> {
-    try {
-      const object = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal });
-      return { text: (await object.Body?.transformToString()) ?? '', etag: object.ETag };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const object = await unlessNotFound(this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal: signal }));
+    return object === undefined ? undefined : { text: (await object.Body?.transformToString()) ?? '', etag: object.ETag };
   }
 
   private async writeState(
@@ -732,6 +722,16 @@ function httpStatus(error: unknown): number | undefined {
 function isPreconditionFailed(error: unknown): boolean {
   const name = (error as { name?: unknown } | null)?.name;
   return name === 'PreconditionFailed' || httpStatus(error) === 412;
+}
+
+/** The request's answer; undefined when S3 says the object does not exist. */
+async function unlessNotFound<T>(request: Promise<T>): Promise<T | undefined> {
+  try {
+    return await request;
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
 }
 
 function isNotFound(error: unknown): boolean {
